@@ -1,0 +1,78 @@
+"""Small DuckDB helpers shared by every stage.
+
+Writes are atomic: a table is built under a temporary name and swapped in inside one
+transaction, so a crash mid-asset leaves the last good table in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import duckdb
+import pandas as pd
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for DuckDB SQL. Column names from user files (spaces, quotes, SQL)
+    are only ever used through this."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return (
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+            [name],
+        ).fetchone()[0]
+        > 0
+    )
+
+
+def replace_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source,
+    params: Optional[list] = None,
+) -> int:
+    """Atomically replace table `name` with `source` and return its row count.
+
+    `source` is a SQL SELECT string (run with `params`), a pandas DataFrame, or a DuckDB relation.
+    """
+    tmp = f"{name}__building"
+    con.execute(f"DROP TABLE IF EXISTS {quote_ident(tmp)}")
+    if isinstance(source, str):
+        con.execute(f"CREATE TABLE {quote_ident(tmp)} AS {source}", params or [])
+    elif isinstance(source, pd.DataFrame):
+        con.register("__replace_df", source)
+        try:
+            con.execute(f"CREATE TABLE {quote_ident(tmp)} AS SELECT * FROM __replace_df")
+        finally:
+            con.unregister("__replace_df")
+    else:  # a DuckDB relation
+        source.create(tmp)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
+        con.execute(f"ALTER TABLE {quote_ident(tmp)} RENAME TO {quote_ident(name)}")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
+
+
+def row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
+
+
+def resolve_as_of(con: duckdb.DuckDBPyConnection, configured: Optional[dt.date]) -> dt.date:
+    """The observation end: the configured date, else the latest cleaned transaction date.
+
+    Features use transactions with order_date <= as_of (the as_of day is observed)."""
+    if configured is not None:
+        return configured
+    latest = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    if latest is None:
+        raise ValueError("cleaned_transactions is empty: nothing to analyse (see quarantined_transactions)")
+    return latest

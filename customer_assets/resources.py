@@ -1,0 +1,93 @@
+"""Resources: the warehouse, the sources, the model store, the settings.
+
+Every setting comes from an environment variable through `dg.EnvVar` when it is set, and falls
+back to the shipped sample otherwise. All of them show (and can be overridden per run) in the
+launchpad under `resources:`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from customer_assets import paths
+from customer_assets.settings import AnalyticsSettings
+
+
+def env_or_default(name: str, default):
+    """`dg.EnvVar(name)` when the variable is set, else the default.
+
+    `dg.EnvVar` alone fails to load when the variable is unset; the product must run with no
+    configuration at all on the shipped sample.
+    """
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+class SourceConfig(dg.ConfigurableResource):
+    """Where the transactions come from and how their columns map to the canonical schema."""
+
+    source: str = Field(
+        default=paths.DEFAULT_SOURCE,
+        description="A file (CSV/.csv.gz/.xlsx/.parquet), a glob, or a folder. Env: CUSTOMER_ASSETS_SOURCE.",
+    )
+    mapping: str = Field(
+        default=paths.DEFAULT_MAPPING,
+        description="Path to the JSON column mapping. Env: CUSTOMER_ASSETS_MAPPING.",
+    )
+    landing_dir: str = Field(
+        default=paths.DEFAULT_LANDING,
+        description="Landing folder; every file in it is ingested too. Env: CUSTOMER_ASSETS_LANDING.",
+    )
+    inventory: Optional[str] = Field(
+        default=paths.DEFAULT_INVENTORY,
+        description="Optional inventory file (product_id, units_stocked[, date]). "
+        "Env: CUSTOMER_ASSETS_INVENTORY. Empty: dead stock uses a sales-velocity proxy.",
+    )
+    contacts: Optional[str] = Field(
+        default=None,
+        description="Optional contact file (customer_id, phone) for SMS. Env: CUSTOMER_ASSETS_CONTACTS.",
+    )
+
+
+class ModelStore(dg.ConfigurableResource):
+    """Where model artifacts and reports are written (the registry table lives in the warehouse)."""
+
+    models_dir: str = Field(default=paths.DEFAULT_MODELS, description="Env: CUSTOMER_ASSETS_MODELS.")
+    reports_dir: str = Field(default=paths.DEFAULT_REPORTS, description="Env: CUSTOMER_ASSETS_REPORTS.")
+
+    def models_path(self) -> Path:
+        p = Path(self.models_dir)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def reports_path(self) -> Path:
+        p = Path(self.reports_dir)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def build_resources(**overrides) -> dict:
+    """The resource dict used by Definitions (and by tests, with overrides for tmp paths)."""
+    warehouse = env_or_default("CUSTOMER_ASSETS_WAREHOUSE", paths.DEFAULT_WAREHOUSE)
+    resources = {
+        "duckdb": DuckDBResource(database=warehouse),
+        "source": SourceConfig(
+            source=env_or_default("CUSTOMER_ASSETS_SOURCE", paths.DEFAULT_SOURCE),
+            mapping=env_or_default("CUSTOMER_ASSETS_MAPPING", paths.DEFAULT_MAPPING),
+            landing_dir=env_or_default("CUSTOMER_ASSETS_LANDING", paths.DEFAULT_LANDING),
+            inventory=env_or_default("CUSTOMER_ASSETS_INVENTORY", paths.DEFAULT_INVENTORY),
+            contacts=env_or_default("CUSTOMER_ASSETS_CONTACTS", None),
+        ),
+        "model_store": ModelStore(
+            models_dir=env_or_default("CUSTOMER_ASSETS_MODELS", paths.DEFAULT_MODELS),
+            reports_dir=env_or_default("CUSTOMER_ASSETS_REPORTS", paths.DEFAULT_REPORTS),
+        ),
+        "settings": AnalyticsSettings(as_of=env_or_default("CUSTOMER_ASSETS_AS_OF", None)),
+    }
+    resources.update(overrides)
+    return resources

@@ -1,0 +1,101 @@
+"""Every business threshold in one place, each with its source.
+
+`AnalyticsSettings` is a Dagster resource: every field shows in the launchpad under
+`resources.settings.config` and can be overridden per run. Plain-Python logic takes the values it
+needs as arguments; only asset glue reads this resource.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+# Loyalty rewards: the seed specification's table.
+LOYALTY_REWARDS = {
+    "Platinum": "25% discount + VIP concierge",
+    "Gold": "20% discount + free shipping",
+    "Silver": "15% discount or birthday bonus",
+    "Bronze": "loyalty points or 10% discount",
+}
+
+# Retention action per churn risk band: the seed specification's table.
+RISK_BAND_ACTIONS = {
+    "High": "Immediate personalized retention offer by SMS",
+    "Medium": "Targeted campaign and loyalty benefits",
+    "Low": "Standard engagement and cross-sell",
+}
+
+
+class AnalyticsSettings(dg.ConfigurableResource):
+    """Business thresholds. Defaults come from the seed specification unless noted."""
+
+    # --- time -------------------------------------------------------------------------------
+    as_of: Optional[str] = Field(
+        default=None,
+        description="Observation end date (YYYY-MM-DD). Empty: the latest cleaned transaction date.",
+    )
+    horizon_days: int = Field(default=90, description="Prediction window in days (churn, LTV).")
+
+    # --- churn ------------------------------------------------------------------------------
+    risk_high: float = Field(
+        default=0.7, description="churn_probability > risk_high is High (0.7 itself is Medium)."
+    )
+    risk_low: float = Field(
+        default=0.3, description="churn_probability < risk_low is Low (0.3 itself is Medium)."
+    )
+    churn_training_snapshots: int = Field(
+        default=4, description="How many stacked snapshots (30 days apart) train the churn model."
+    )
+
+    # --- model registry ---------------------------------------------------------------------
+    promotion_tolerance: float = Field(
+        default=0.0,
+        description="A challenger becomes champion if its metric >= champion's - tolerance "
+        "(same out-of-time window).",
+    )
+
+    # --- drift / retraining -----------------------------------------------------------------
+    psi_threshold: float = Field(default=0.2, description="Retrain when any feature's PSI > this.")
+    auc_drop_threshold: float = Field(
+        default=0.10, description="Retrain when AUC drops by more than this fraction (relative)."
+    )
+    psi_bins: int = Field(default=10, description="Quantile bins for PSI.")
+
+    # --- LTV --------------------------------------------------------------------------------
+    monthly_discount_rate: float = Field(
+        default=0.01, description="Monthly discount rate for the 12-month discounted CLV."
+    )
+    clv_months: int = Field(default=12, description="CLV horizon in months.")
+
+    # --- bundles / dead stock ---------------------------------------------------------------
+    dead_stock_ratio: float = Field(
+        default=0.6, description="sold ratio < this marks dead stock (exactly 0.6 is not dead)."
+    )
+    min_support: float = Field(
+        default=0.01,
+        description="Apriori min support. The seed's 0.1 finds no itemset on real retail "
+        "baskets (the most common item is in ~8% of Online Retail orders).",
+    )
+    min_confidence: float = Field(default=0.05, description="Association rule min confidence.")
+    min_lift: float = Field(default=1.0, description="Association rule min lift.")
+    max_itemset_len: int = Field(default=3, description="Apriori max itemset length.")
+    rules_per_country: bool = Field(
+        default=False, description="Also mine rules per country (countries with enough orders)."
+    )
+
+    # --- actions ----------------------------------------------------------------------------
+    control_group_fraction: float = Field(
+        default=0.10, description="Random holdout never contacted (stable per customer)."
+    )
+    regions: Optional[str] = Field(
+        default=None,
+        description="Comma-separated countries that get a regional extract; empty: every country.",
+    )
+
+    def as_of_date(self):
+        """The configured as_of as a date, or None when it should default to the data's end."""
+        import datetime as _dt
+
+        return _dt.date.fromisoformat(self.as_of) if self.as_of else None
