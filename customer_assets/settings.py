@@ -85,6 +85,29 @@ class AnalyticsSettings(dg.ConfigurableResource):
         default=False, description="Also mine rules per country (countries with enough orders)."
     )
 
+    # --- customers (RFM, personas, loyalty) ---------------------------------------------------
+    price_sensitive_index: float = Field(
+        default=0.9,
+        description="RFM 'Price Sensitive': price_index <= this (paid on average >= 10% below each "
+        "product's median unit price). ~10% of Online Retail customers; not in the seed (our choice).",
+    )
+    persona_k_min: int = Field(default=3, description="K-Means personas: smallest k tried (seed: 3..8).")
+    persona_k_max: int = Field(default=8, description="K-Means personas: largest k tried.")
+    persona_silhouette_sample: int = Field(
+        default=4000,
+        description="Customers sampled (fixed seed) to score silhouette, which is O(n^2).",
+    )
+    loyalty_platinum_share: float = Field(
+        default=0.05, description="Top share of customers by qualifying spend that is Platinum."
+    )
+    loyalty_gold_share: float = Field(default=0.15, description="Next share that is Gold.")
+    loyalty_silver_share: float = Field(default=0.30, description="Next share that is Silver; the rest Bronze.")
+    loyalty_window_days: int = Field(
+        default=365,
+        description="Qualifying spend = spend in the last N days before as_of (a yearly tier review); "
+        "no spend in the window is Bronze.",
+    )
+
     # --- actions ----------------------------------------------------------------------------
     control_group_fraction: float = Field(
         default=0.10, description="Random holdout never contacted (stable per customer)."
