@@ -84,6 +84,32 @@ class AnalyticsSettings(dg.ConfigurableResource):
     rules_per_country: bool = Field(
         default=False, description="Also mine rules per country (countries with enough orders)."
     )
+    rules_country_min_orders: int = Field(
+        default=300,
+        description="Per-country rules only for countries with at least this many orders (our choice).",
+    )
+    dead_stock_window_days: int = Field(
+        default=90,
+        description="Sales window for the sold ratio when the inventory file has no date, and the "
+        "'recent' window of the no-inventory velocity proxy (our choice: one quarter).",
+    )
+    dead_stock_baseline_days: int = Field(
+        default=270,
+        description="Proxy only: the product's earlier velocity is measured over this many days "
+        "before the recent window (our choice: the rest of a year).",
+    )
+    bundle_partners: int = Field(
+        default=3, description="Complementary products suggested per dead-stock product."
+    )
+    bundle_discount_min_pct: float = Field(
+        default=5.0, description="Suggested bundle discount for a product just under the dead-stock ratio."
+    )
+    bundle_discount_max_pct: float = Field(
+        default=25.0, description="Suggested bundle discount for a product that sold nothing (sold ratio 0)."
+    )
+    also_bought_top_products: int = Field(
+        default=20, description="'Customers who bought X often bought Y' for this many best sellers."
+    )
 
     # --- customers (RFM, personas, loyalty) ---------------------------------------------------
     price_sensitive_index: float = Field(
