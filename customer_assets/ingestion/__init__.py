@@ -1,4 +1,6 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Ingestion: sources -> ingested_files, raw_transactions, cleaned_transactions, quarantined_transactions."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.ingestion.assets import great_expectations_suite, ingest_transactions
+
+ASSETS: list = [ingest_transactions]
+CHECKS: list = [great_expectations_suite]

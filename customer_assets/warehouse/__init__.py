@@ -1,4 +1,6 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Star schema and core sales metrics."""
 
-ASSETS: list = []
+from customer_assets.warehouse.assets import WAREHOUSE_ASSETS
+
+ASSETS: list = list(WAREHOUSE_ASSETS)
 CHECKS: list = []

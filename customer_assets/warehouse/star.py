@@ -1,0 +1,138 @@
+"""Star schema and core sales metrics: one readable SQL query per table, over cleaned_transactions.
+
+Kept as plain strings so the assets, the tests and bench/metric_queries.py run the very same SQL.
+"""
+
+STAR_SQL = {
+    "fact_sales": """
+        SELECT
+            row_number() OVER (ORDER BY order_datetime, source_file, source_row) AS sales_key,
+            order_id,
+            customer_id,
+            product_id,
+            CAST(strftime(order_date, '%Y%m%d') AS INTEGER) AS date_key,
+            order_datetime,
+            order_date,
+            country,
+            store_id,
+            quantity,
+            unit_price,
+            discount,
+            line_total
+        FROM cleaned_transactions
+    """,
+    "dim_customer": """
+        SELECT
+            customer_id,
+            min(order_datetime) AS first_purchase,
+            max(order_datetime) AS last_purchase,
+            -- a customer who ordered from several countries gets the one with most orders
+            arg_max(country, country_orders) AS country,
+            count(DISTINCT order_id) AS orders,
+            round(sum(line_total), 2) AS revenue,
+            count(DISTINCT product_id) AS distinct_products
+        FROM (
+            SELECT *, count(DISTINCT order_id) OVER (PARTITION BY customer_id, country) AS country_orders
+            FROM cleaned_transactions
+        )
+        GROUP BY customer_id
+    """,
+    "dim_product": """
+        WITH names AS (
+            SELECT product_id, product_name, count(*) AS n
+            FROM cleaned_transactions WHERE product_id IS NOT NULL
+            GROUP BY ALL
+        ),
+        best_name AS (
+            -- most frequent description; ties broken alphabetically so the result is stable
+            SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name,
+                   count(*) AS description_variants
+            FROM names GROUP BY product_id
+        )
+        SELECT
+            t.product_id,
+            b.product_name,
+            b.description_variants,
+            min(t.order_datetime) AS first_sale,
+            max(t.order_datetime) AS last_sale,
+            sum(t.quantity) AS units_sold,
+            round(sum(t.line_total), 2) AS revenue,
+            median(t.unit_price) AS median_unit_price,
+            count(DISTINCT t.order_id) AS orders
+        FROM cleaned_transactions t JOIN best_name b USING (product_id)
+        GROUP BY t.product_id, b.product_name, b.description_variants
+    """,
+    "dim_date": """
+        WITH bounds AS (SELECT min(order_date) AS lo, max(order_date) AS hi FROM cleaned_transactions)
+        SELECT
+            CAST(strftime(d, '%Y%m%d') AS INTEGER) AS date_key,
+            CAST(d AS DATE) AS date,
+            year(d) AS year,
+            quarter(d) AS quarter,
+            month(d) AS month,
+            strftime(d, '%B') AS month_name,
+            CAST(date_trunc('week', d) AS DATE) AS week_start,
+            isodow(d) AS iso_day_of_week,
+            strftime(d, '%A') AS day_name,
+            isodow(d) >= 6 AS is_weekend
+        FROM bounds, range(CAST(lo AS TIMESTAMP), CAST(hi AS TIMESTAMP) + INTERVAL 1 DAY, INTERVAL 1 DAY) AS r(d)
+    """,
+    "sales_trends": """
+        WITH grains AS (
+            SELECT 'week' AS grain, CAST(date_trunc('week', order_date) AS DATE) AS period_start, *
+            FROM cleaned_transactions
+            UNION ALL
+            SELECT 'month' AS grain, CAST(date_trunc('month', order_date) AS DATE) AS period_start, *
+            FROM cleaned_transactions
+        )
+        SELECT
+            grain,
+            period_start,
+            round(sum(line_total), 2) AS revenue,
+            count(DISTINCT order_id) AS orders,
+            count(DISTINCT customer_id) AS active_customers,
+            round(sum(line_total) / count(DISTINCT order_id), 2) AS avg_order_value
+        FROM grains
+        GROUP BY grain, period_start
+        ORDER BY grain, period_start
+    """,
+    "top_products": """
+        WITH p AS (
+            SELECT product_id,
+                   any_value(product_name) AS product_name,
+                   sum(quantity) AS units,
+                   round(sum(line_total), 2) AS revenue,
+                   count(DISTINCT order_id) AS orders,
+                   count(DISTINCT customer_id) AS customers
+            FROM cleaned_transactions WHERE product_id IS NOT NULL
+            GROUP BY product_id
+        )
+        SELECT * FROM (
+            SELECT 'units' AS ranked_by, rank() OVER (ORDER BY units DESC, product_id) AS rank, * FROM p
+            UNION ALL
+            SELECT 'revenue' AS ranked_by, rank() OVER (ORDER BY revenue DESC, product_id) AS rank, * FROM p
+        ) WHERE rank <= 50
+        ORDER BY ranked_by, rank
+    """,
+    "revenue_by_region": """
+        SELECT
+            coalesce(country, '(unknown)') AS country,
+            round(sum(line_total), 2) AS revenue,
+            count(DISTINCT order_id) AS orders,
+            count(DISTINCT customer_id) AS customers,
+            round(sum(line_total) / sum(sum(line_total)) OVER (), 4) AS revenue_share
+        FROM cleaned_transactions
+        GROUP BY 1
+        ORDER BY revenue DESC
+    """,
+}
+
+DESCRIPTIONS = {
+    "fact_sales": "Fact table: one row per cleaned sale line, keyed to the customer, product and date dimensions.",
+    "dim_customer": "Customer dimension: first and last purchase, main country, orders, revenue.",
+    "dim_product": "Product dimension: most frequent description, first and last sale, units, revenue.",
+    "dim_date": "Date dimension: every day from the first to the last sale, with week, month, quarter.",
+    "sales_trends": "Weekly and monthly revenue, orders, active customers and average order value.",
+    "top_products": "Top 50 products by units and by revenue.",
+    "revenue_by_region": "Revenue, orders, customers and revenue share by country.",
+}
