@@ -75,6 +75,14 @@ class AnalyticsSettings(dg.ConfigurableResource):
         default=0.01, description="Monthly discount rate for the 12-month discounted CLV."
     )
     clv_months: int = Field(default=12, description="CLV horizon in months.")
+    ltv_training_snapshots: int = Field(
+        default=4, description="How many stacked snapshots (30 days apart) train the XGBoost spend model."
+    )
+    gamma_gamma_max_corr: float = Field(
+        default=0.3,
+        description="Gamma-Gamma assumes spend per purchase is independent of purchase frequency: "
+        "warn when |corr(frequency, monetary value)| among repeat buyers exceeds this.",
+    )
 
     # --- bundles / dead stock ---------------------------------------------------------------
     dead_stock_ratio: float = Field(

@@ -1,0 +1,295 @@
+"""Probabilistic CLV: a ladder of BG/NBD-family fits, then Gamma-Gamma on repeat buyers.
+
+lifetimes' fits are fragile: on real data a fit may raise ConvergenceError, overflow, or
+converge to a degenerate corner (dropout a -> 0: "nobody ever stops buying"). So every model of
+`BUYING_LADDER` is tried, each attempt is recorded (parameters, log-likelihood, error text,
+plain-words flags), and the best converged fit is kept:
+
+- ranking: non-degenerate fits before degenerate ones, then by the UNPENALIZED log-likelihood of
+  the data (penalized fits are scored on the same likelihood as unpenalized ones, so the penalty
+  never makes a fit look better than it is). The likelihoods of BG/NBD, modified BG/NBD and
+  Pareto/NBD are densities of the same (frequency, recency, T) data, so they are comparable.
+- a failed attempt never raises: when every attempt fails the result has no model and a reason.
+
+Time unit: weeks (recency and T from `customer_assets.ltv.summary`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+PENALIZERS = (0.0, 0.001, 0.01, 0.1)
+BUYING_LADDER = tuple(
+    (model, pen)
+    for model in ("BetaGeoFitter", "ModifiedBetaGeoFitter", "ParetoNBDFitter")
+    for pen in PENALIZERS
+)
+SPEND_LADDER = tuple(("GammaGammaFitter", pen) for pen in PENALIZERS)
+PARAM_NAMES = {
+    "BetaGeoFitter": ["r", "alpha", "a", "b"],
+    "ModifiedBetaGeoFitter": ["r", "alpha", "a", "b"],
+    "ParetoNBDFitter": ["r", "alpha", "s", "beta"],
+    "GammaGammaFitter": ["p", "q", "v"],
+}
+WEEKS_PER_MONTH = 4.345  # lifetimes' own factor for freq="W"
+
+
+@dataclass
+class FitAttempt:
+    model: str
+    penalizer: float
+    status: str                      # ok / degenerate / failed
+    params: dict = field(default_factory=dict)
+    log_likelihood: Optional[float] = None   # unpenalized, summed over customers
+    n_customers: int = 0
+    error: Optional[str] = None
+    flags: list = field(default_factory=list)   # plain-words warnings about the parameters
+    seconds: float = 0.0
+    chosen: bool = False
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d["flags"] = "; ".join(self.flags)
+        return d
+
+
+@dataclass
+class LadderResult:
+    attempts: list
+    best: Optional[FitAttempt]
+    fitter: object = None            # the lifetimes fitter of `best`
+    reason: Optional[str] = None     # why there is no model (when best is None)
+
+
+def build_fitter(model: str, params: dict, penalizer: float = 0.0):
+    """A lifetimes fitter with given parameters (what scoring and artifacts use: no data, no lambdas)."""
+    import lifetimes
+
+    fitter = getattr(lifetimes, model)(penalizer_coef=penalizer)
+    fitter.params_ = pd.Series({k: float(params[k]) for k in PARAM_NAMES[model]})
+    if model != "GammaGammaFitter":
+        fitter.predict = fitter.conditional_expected_number_of_purchases_up_to_time
+    return fitter
+
+
+def unpenalized_log_likelihood(model: str, params: dict, frequency, recency=None, T=None, monetary=None) -> float:
+    """The log-likelihood of the data under `params`, summed over customers, without penalty."""
+    import lifetimes
+
+    cls = getattr(lifetimes, model)
+    p = np.array([params[k] for k in PARAM_NAMES[model]], dtype=float)
+    x = np.asarray(frequency, dtype=float)
+    w = np.ones_like(x)
+    if model == "GammaGammaFitter":
+        return float(-cls._negative_log_likelihood(np.log(p), x, np.asarray(monetary, float), w, 0.0) * w.sum())
+    rec, t = np.asarray(recency, float), np.asarray(T, float)
+    if model == "ParetoNBDFitter":  # takes raw params and divides by weights.mean() (= 1)
+        return float(-cls._negative_log_likelihood(p, x, rec, t, w, 0.0))
+    return float(-cls._negative_log_likelihood(np.log(p), x, rec, t, w, 0.0) * w.sum())
+
+
+def degeneracy_flags(model: str, params: dict) -> list:
+    """Plain-words warnings for parameters at a corner of their space."""
+    flags = []
+    if model in ("BetaGeoFitter", "ModifiedBetaGeoFitter"):
+        r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+        p_drop = a / (a + b)
+        if a < 1e-3 or p_drop < 1e-4:
+            flags.append(
+                f"dropout parameter a = {a:.3g} (chance of dropping out after a purchase a/(a+b) = {p_drop:.2g}): "
+                "the model thinks nobody ever stops buying, so every customer's probability alive is ~1"
+            )
+        if p_drop > 0.99:
+            flags.append(
+                f"a/(a+b) = {p_drop:.3f}: the model thinks nearly every customer stops after the next purchase"
+            )
+    elif model == "ParetoNBDFitter":
+        r, alpha, s, beta = (params[k] for k in ("r", "alpha", "s", "beta"))
+        weekly_dropout = s / beta
+        if s < 1e-3 or weekly_dropout < 1e-5:
+            flags.append(
+                f"dropout rate s/beta = {weekly_dropout:.2g} per week (mean lifetime {1 / max(weekly_dropout, 1e-300):.3g} "
+                "weeks): the model thinks nobody ever stops buying"
+            )
+    elif model == "GammaGammaFitter":
+        p, q, v = (params[k] for k in ("p", "q", "v"))
+        if q <= 1:
+            flags.append(
+                f"q = {q:.3g} <= 1: the population mean spend per purchase p*v/(q-1) is undefined (infinite or "
+                "negative), so spend estimates of customers with few purchases are unreliable"
+            )
+    r = params.get("r")
+    alpha = params.get("alpha")
+    if r is not None and (r > 1e3 or alpha > 1e5):
+        flags.append(
+            f"r = {r:.3g}, alpha = {alpha:.3g}: the model thinks every customer buys at the same rate "
+            "(no heterogeneity), which real customer bases never do"
+        )
+    return flags
+
+
+def _fit_one(model: str, penalizer: float, data: pd.DataFrame) -> tuple[FitAttempt, object]:
+    import lifetimes
+
+    attempt = FitAttempt(model=model, penalizer=float(penalizer), status="failed", n_customers=len(data))
+    t0 = time.perf_counter()
+    out = io.StringIO()
+    fitter = None
+    try:
+        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"), contextlib.redirect_stdout(out):
+            warnings.simplefilter("always")
+            fitter = getattr(lifetimes, model)(penalizer_coef=penalizer)
+            if model == "GammaGammaFitter":
+                fitter.fit(data["frequency"], data["monetary_value"])
+            else:
+                fitter.fit(data["frequency"], data["recency"], data["T"])
+        params = {k: float(fitter.params_[k]) for k in PARAM_NAMES[model]}
+        attempt.params = params
+        if not all(np.isfinite(v) and v > 0 for v in params.values()):
+            raise FloatingPointError(f"parameters not finite and positive: {params}")
+        with np.errstate(all="ignore"):
+            attempt.log_likelihood = unpenalized_log_likelihood(
+                model, params, data["frequency"], data.get("recency"), data.get("T"), data.get("monetary_value")
+            )
+            check = _sanity_predictions(model, params, data)
+        if not np.isfinite(attempt.log_likelihood):
+            raise FloatingPointError("log-likelihood is not finite at the fitted parameters")
+        if check:
+            raise FloatingPointError(check)
+        overflow = sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})
+        attempt.flags = degeneracy_flags(model, params)
+        if overflow:
+            attempt.flags.append("numerical warnings during the fit: " + "; ".join(overflow)[:300])
+        attempt.status = "degenerate" if degeneracy_flags(model, params) else "ok"
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, never raised
+        msg = " ".join(str(e).split()) or type(e).__name__
+        attempt.error = f"{type(e).__name__}: {msg}"[:500]
+        fitter = None
+    attempt.seconds = round(time.perf_counter() - t0, 3)
+    return attempt, fitter
+
+
+def _sanity_predictions(model: str, params: dict, data: pd.DataFrame) -> Optional[str]:
+    """A fit whose predictions are NaN/inf/negative on its own data is a failed fit."""
+    f = build_fitter(model, params)
+    if model == "GammaGammaFitter":
+        pred = f.conditional_expected_average_profit(data["frequency"], data["monetary_value"])
+    else:
+        pred = np.concatenate([
+            np.asarray(f.conditional_expected_number_of_purchases_up_to_time(13.0, data["frequency"], data["recency"], data["T"]), float),
+            np.asarray(f.conditional_probability_alive(data["frequency"], data["recency"], data["T"]), float),
+        ])
+    pred = np.asarray(pred, dtype=float)
+    if not np.all(np.isfinite(pred)):
+        return "predictions on the fitted data are not finite (numerical overflow)"
+    if np.any(pred < 0):
+        return "predictions on the fitted data are negative"
+    return None
+
+
+def fit_ladder(data: pd.DataFrame, ladder=BUYING_LADDER) -> LadderResult:
+    """Try every (model, penalizer) of `ladder`; keep the best (see module docstring)."""
+    if len(data) == 0:
+        return LadderResult([], None, None, "no customers to fit")
+    if ladder and ladder[0][0] != "GammaGammaFitter" and (data["frequency"] > 0).sum() == 0:
+        return LadderResult([], None, None, "no customer has a repeat purchase: purchase models cannot be fit")
+    attempts, fitters = [], []
+    for model, pen in ladder:
+        a, f = _fit_one(model, pen, data)
+        attempts.append(a)
+        fitters.append(f)
+    usable = [i for i, a in enumerate(attempts) if a.status in ("ok", "degenerate")]
+    if not usable:
+        reasons = "; ".join(f"{a.model}(penalizer={a.penalizer}): {a.error}" for a in attempts)
+        return LadderResult(attempts, None, None, "every fit failed: " + reasons[:1500])
+    best_i = min(usable, key=lambda i: (attempts[i].status != "ok", -attempts[i].log_likelihood))
+    attempts[best_i].chosen = True
+    return LadderResult(attempts, attempts[best_i], fitters[best_i])
+
+
+def repeat_buyers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Gamma-Gamma's data: customers with a repeat purchase and a positive mean repeat value."""
+    return summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+
+
+def frequency_monetary_correlation(summary: pd.DataFrame) -> Optional[float]:
+    """Pearson correlation of frequency and monetary value among repeat buyers (Gamma-Gamma assumes ~0)."""
+    rb = repeat_buyers(summary)
+    if len(rb) < 3 or rb["frequency"].nunique() < 2 or rb["monetary_value"].nunique() < 2:
+        return None
+    return float(np.corrcoef(rb["frequency"], rb["monetary_value"])[0, 1])
+
+
+def fit_spend(summary: pd.DataFrame, ladder=SPEND_LADDER) -> LadderResult:
+    rb = repeat_buyers(summary)
+    if len(rb) < 3:
+        return LadderResult([], None, None, f"only {len(rb)} repeat buyers with positive spend: Gamma-Gamma needs more")
+    return fit_ladder(rb, ladder)
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction with rebuilt fitters (artifacts hold model name + parameters only)
+
+def predict_customers(
+    summary: pd.DataFrame,
+    buying: Optional[dict],
+    spend: Optional[dict],
+    horizon_weeks: float,
+    clv_months: int = 12,
+    monthly_discount_rate: float = 0.01,
+) -> pd.DataFrame:
+    """Per customer: expected_purchases in the horizon, prob_alive, expected_avg_order_value,
+    clv (discounted, `clv_months`). `buying` / `spend`: {"model", "params"} or None (columns NULL)."""
+    out = pd.DataFrame({"customer_id": summary["customer_id"].to_numpy()})
+    nan = np.full(len(summary), np.nan)
+    out["expected_purchases"] = nan
+    out["prob_alive"] = nan
+    out["expected_avg_order_value"] = nan
+    out["clv"] = nan
+    if len(summary) == 0:
+        return out
+    x, tx, T = summary["frequency"], summary["recency"], summary["T"]
+    bf = None
+    if buying:
+        bf = build_fitter(buying["model"], buying["params"])
+        with np.errstate(all="ignore"):
+            out["expected_purchases"] = np.asarray(bf.conditional_expected_number_of_purchases_up_to_time(horizon_weeks, x, tx, T), float)
+            out["prob_alive"] = np.clip(np.asarray(bf.conditional_probability_alive(x, tx, T), float), 0, 1)
+    if spend:
+        gf = build_fitter(spend["model"], spend["params"])
+        # customers without a positive repeat value get the population mean (what Gamma-Gamma gives at x = 0)
+        m = summary["monetary_value"].where(summary["monetary_value"] > 0, 0.0)
+        xs = x.where(summary["monetary_value"] > 0, 0.0)
+        out["expected_avg_order_value"] = np.asarray(gf.conditional_expected_average_profit(xs, m), float)
+        if bf is not None:
+            out["clv"] = discounted_clv(
+                bf, x, tx, T, out["expected_avg_order_value"].to_numpy(), clv_months, monthly_discount_rate
+            )
+    return out
+
+
+def discounted_clv(buying_fitter, frequency, recency, T, avg_order_value, months: int, monthly_rate: float) -> np.ndarray:
+    """sum over months i = 1..months of E[purchases in month i] * avg_order_value / (1 + rate)^i.
+
+    The formula of lifetimes' GammaGammaFitter.customer_lifetime_value (freq="W": a month is 4.345
+    weeks), written out so the buying model gets each customer's real frequency even when the
+    spend model falls back to the population mean."""
+    total = np.zeros(len(frequency))
+    prev = np.zeros(len(frequency))
+    with np.errstate(all="ignore"):
+        for i in range(1, months + 1):
+            cum = np.asarray(
+                buying_fitter.conditional_expected_number_of_purchases_up_to_time(i * WEEKS_PER_MONTH, frequency, recency, T),
+                float,
+            )
+            total += (cum - prev) * np.asarray(avg_order_value, float) / (1 + monthly_rate) ** i
+            prev = cum
+    return total
