@@ -142,7 +142,7 @@ def _read_parquet(con, path, sha, mapping, table):
 
 
 def _csv_options(mapping: Mapping, encoding: Optional[str]) -> str:
-    opts = ["all_varchar = true", "header = true", "store_rejects = true", "strict_mode = false"]
+    opts = ["all_varchar = true", "header = true", "store_rejects = true"]
     if mapping.delimiter:
         opts.append("delim = " + _sql_str(mapping.delimiter))
     if encoding:
@@ -157,21 +157,15 @@ def _sql_str(s: str) -> str:
 def _read_csv(con, path, sha, mapping, table, info: FileRead):
     encoding = mapping.encoding
     try:
-        _read_csv_with(con, path, sha, mapping, table, encoding)
-    except duckdb.InvalidInputException as e:
-        msg = str(e)
-        if "unicode" in msg.lower() and encoding is None:
-            line = _error_line(msg)
+        bad_unicode_line = _read_csv_with(con, path, sha, mapping, table, encoding)
+        if bad_unicode_line is not None and encoding is None:
+            # Not UTF-8: read the whole file again as latin-1 (every byte decodes, nothing is lost)
+            # and say so, rather than quarantining the lines with accented characters.
             info.notes.append(
-                f"not valid UTF-8{' (first bad byte near line ' + line + ')' if line else ''}: decoded as latin-1; "
+                f"not valid UTF-8 (first bad byte on line {bad_unicode_line}): decoded as latin-1; "
                 f"set \"encoding\" in the mapping if that is wrong"
             )
-            try:
-                _read_csv_with(con, path, sha, mapping, table, "latin-1")
-            except duckdb.Error as e2:
-                raise IngestError(f"{path}: cannot be read as UTF-8 or latin-1: {str(e2).splitlines()[0]}") from e2
-        else:
-            raise IngestError(f"{path}: cannot be read as CSV: {msg.splitlines()[0]}") from e
+            _read_csv_with(con, path, sha, mapping, table, "latin-1")
     except duckdb.Error as e:
         raise IngestError(f"{path}: cannot be read as CSV: {str(e).splitlines()[0]}") from e
 
@@ -191,9 +185,14 @@ def _read_csv_with(con, path, sha, mapping, table, encoding):
         f"CREATE OR REPLACE TEMP TABLE __csv_read AS SELECT * FROM read_csv(?, {opts})", [path]
     )
     # Lines the reader could not split (e.g. a truncated last line) are kept as malformed rows.
-    rejects = con.execute(
-        "SELECT DISTINCT line, csv_line FROM reject_errors ORDER BY line"
-    ).fetchall() if _has_rejects(con) else []
+    rejects, bad_unicode = [], None
+    if _has_rejects(con):
+        rejects = con.execute(
+            "SELECT line, any_value(csv_line) FROM reject_errors GROUP BY line ORDER BY line"
+        ).fetchall()
+        bad_unicode = con.execute(
+            "SELECT min(line) FROM reject_errors WHERE error_type ILIKE '%encoding%' OR error_type ILIKE '%unicode%'"
+        ).fetchone()[0]
     # DuckDB keeps insertion order, so rowid is the order of good rows in the file; a good row's
     # data-row number is its position plus the malformed lines before it.
     reject_rows = [int(line) - 1 for line, _ in rejects]  # header is line 1
@@ -216,6 +215,7 @@ def _read_csv_with(con, path, sha, mapping, table, encoding):
     )
     con.execute("DROP TABLE IF EXISTS __csv_read")
     _clear_rejects(con)
+    return bad_unicode
 
 
 def _has_rejects(con) -> bool:
