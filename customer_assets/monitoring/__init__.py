@@ -1,4 +1,7 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Monitoring stage: drift_report (PSI + AUC decay) and its checks; jobs/schedule/sensors live in
+customer_assets/automation.py."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.monitoring.assets import drift_report
+
+ASSETS: list = [drift_report]
+CHECKS: list = []  # the two checks are check_specs of drift_report (they ship with the asset)

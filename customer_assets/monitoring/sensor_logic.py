@@ -17,7 +17,7 @@ from customer_assets.ingestion.readers import discover_files, file_sha256
 RETRAIN_REASON_TAG = "customer_assets/retrain_reason"
 DRIFT_REPORT_TAG = "customer_assets/drift_report_storage_id"
 NEW_FILES_TAG = "customer_assets/new_files"
-INGESTED_SHA_KEY = "ingested_sha256"  # metadata entry on the ingested_files materialization
+INGESTED_SHA_KEY = "sha256s"  # metadata entry on the ingested_files materialization: every sha256 in the table
 
 
 def load_cursor(cursor: Optional[str]) -> dict:

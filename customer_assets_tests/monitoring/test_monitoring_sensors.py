@@ -53,7 +53,7 @@ def test_new_data_sensor_requests_once_per_new_set_of_files(tmp_path, instance):
     # ingestion reports both files as loaded: the requested set is forgotten, nothing new
     shas = sorted(file_sha256(str(landing / n)) for n in ("week1.csv", "week2.csv"))
     instance.report_runless_asset_event(
-        dg.AssetMaterialization("ingested_files", metadata={"ingested_sha256": dg.MetadataValue.json(shas)})
+        dg.AssetMaterialization("ingested_files", metadata={"sha256s": dg.MetadataValue.json(shas)})
     )
     r4 = tick(new_data_sensor, instance, cursor=r3.cursor, resources=res)
     assert r4.run_requests == [] and json.loads(r4.cursor)["requested"] == []

@@ -1,0 +1,217 @@
+"""The drift report: feature drift (PSI) of each champion model, and the churn champion's AUC decay.
+
+PSI: for every registered model that stores a reference distribution (churn_model, ltv_xgb), the
+current scoring features (the model's own feature function at as_of) are binned on the reference
+quantile bins and compared with the reference shares (see psi.py).
+
+AUC decay: the churn champion scores the customers as they were at as_of - horizon (the latest
+snapshot whose label window (as_of - horizon, as_of] has fully matured), the ROC AUC against who
+then churned is compared with the AUC recorded at training, as a relative drop:
+(training_auc - current_auc) / training_auc.
+
+Everything here takes a DuckDB connection and plain values; the asset only glues it to Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pandas as pd
+
+from customer_assets.common.db import table_exists
+from customer_assets.monitoring.psi import psi_table
+from customer_assets.registry import ArtifactError, current_champion, load_model
+
+REPORT_COLUMNS = ["model", "model_version", "check_name", "feature", "value", "threshold", "breached",
+                  "exempt", "detail", "as_of"]
+
+# model name -> "module:function" computing its scoring features: f(con, snapshot_date) -> DataFrame
+MODEL_FEATURE_FRAMES = {
+    "churn_model": "customer_assets.churn.features:churn_feature_frame",
+    "ltv_xgb": "customer_assets.customers.features:compute_customer_features",
+}
+CHURN_LABELS = "customer_assets.churn.features:churn_labels"
+
+
+def _resolve(path: str) -> Optional[Callable]:
+    module, fn = path.split(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError):
+        return None
+
+
+@dataclass
+class DriftResult:
+    as_of: dt.date
+    table: pd.DataFrame                      # REPORT_COLUMNS
+    psi: pd.DataFrame                        # model, model_version, feature, psi, ..., exempt, breached
+    auc: dict                                # status, current_auc, training_auc, relative_drop, ...
+    psi_breaches: list = field(default_factory=list)   # rows (dict) of breaching features
+    auc_breached: bool = False
+    notes: list = field(default_factory=list)
+    fingerprint: str = ""
+
+    @property
+    def retrain_recommended(self) -> bool:
+        return bool(self.psi_breaches) or self.auc_breached
+
+    def reason(self, psi_threshold: float, auc_drop_threshold: float) -> str:
+        """The retrain reason recorded in model_registry: which features / the AUC drop, with values."""
+        parts = []
+        by_model: dict = {}
+        for b in sorted(self.psi_breaches, key=lambda r: -r["psi"]):
+            by_model.setdefault((b["model"], b["model_version"]), []).append(b)
+        for (model, version), rows in by_model.items():
+            shown = ", ".join(f"{r['feature']}={r['psi']:.3f}" for r in rows[:4])
+            more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""
+            parts.append(f"PSI {shown}{more} > {psi_threshold:g} ({model} v{version})")
+        if self.auc_breached:
+            a = self.auc
+            parts.append(
+                f"AUC drop {a['relative_drop']:.1%} ({a['training_auc']:.3f} -> {a['current_auc']:.3f}) "
+                f"> {auc_drop_threshold:.0%} (churn_model v{a['model_version']})"
+            )
+        return "drift: " + "; ".join(parts) if parts else ""
+
+    def summary(self, psi_threshold: float, auc_drop_threshold: float) -> str:
+        checked = self.psi[~self.psi["exempt"] & self.psi["psi"].notna()] if len(self.psi) else self.psi
+        if len(checked):
+            top = checked.sort_values("psi", ascending=False).iloc[0]
+            psi_part = f"max PSI {top['psi']:.3f} ({top['feature']}, {top['model']})"
+        else:
+            psi_part = "no PSI computed"
+        if self.auc.get("status") == "ok":
+            auc_part = f"AUC {self.auc['current_auc']:.3f} vs {self.auc['training_auc']:.3f} at training " \
+                       f"(drop {self.auc['relative_drop']:.1%})"
+        else:
+            auc_part = f"AUC check skipped: {self.auc.get('note')}"
+        verdict = "RETRAIN" if self.retrain_recommended else "within thresholds"
+        return f"{verdict}: {psi_part} vs {psi_threshold:g}; {auc_part} vs {auc_drop_threshold:.0%}"
+
+
+def data_fingerprint(con) -> str:
+    """Identifies the data a report was computed on (row count, date range, money)."""
+    row = con.execute(
+        "SELECT count(*), min(order_date), max(order_date), round(sum(line_total), 2) FROM cleaned_transactions"
+    ).fetchone()
+    return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
+
+
+def model_psi(con, name: str, as_of: dt.date, exempt: set,
+              feature_frame: Optional[Callable] = None) -> tuple[pd.DataFrame, Optional[str]]:
+    """PSI of every feature of `name`'s champion at as_of. Returns (rows, note-if-skipped)."""
+    champion = current_champion(con, name)
+    if champion is None:
+        return pd.DataFrame(), f"{name}: no champion in model_registry (train it first)"
+    ref = champion.get("reference_distribution")
+    if not ref:
+        return pd.DataFrame(), f"{name} v{champion['version']}: no reference distribution stored"
+    fn = feature_frame or _resolve(MODEL_FEATURE_FRAMES.get(name, ""))
+    if fn is None:
+        return pd.DataFrame(), f"{name}: no feature function known to compute its current features"
+    features = list(champion.get("features") or ref.keys())
+    current = fn(con, as_of)
+    t = psi_table(ref, current, features)
+    t.insert(0, "model_version", int(champion["version"]))
+    t.insert(0, "model", name)
+    t["exempt"] = t["feature"].isin(exempt)
+    return t, None
+
+
+def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50,
+                 feature_frame: Optional[Callable] = None, labels: Optional[Callable] = None) -> dict:
+    """The churn champion's ROC AUC on the latest matured window vs its AUC at training."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {"status": "skipped", "model_version": None, "current_auc": math.nan, "training_auc": math.nan,
+           "relative_drop": math.nan, "n": 0, "churn_rate": math.nan, "note": ""}
+    snapshot = as_of - dt.timedelta(days=horizon_days)
+    out["window"] = f"features at {snapshot}, labels ({snapshot}, {as_of}]"
+    try:
+        loaded = load_model(con, "churn_model")
+    except ArtifactError as e:
+        out["note"] = str(e)
+        return out
+    out["model_version"] = int(loaded.version)
+    training_auc = (loaded.row.get("metrics") or {}).get("roc_auc")
+    if training_auc is None:
+        out["note"] = f"churn_model v{loaded.version} has no roc_auc in its metrics"
+        return out
+    out["training_auc"] = float(training_auc)
+    first = con.execute("SELECT min(order_date) FROM cleaned_transactions").fetchone()[0]
+    if first is None or snapshot <= first:
+        out["note"] = f"no matured window: as_of - horizon ({snapshot}) is not after the first order ({first})"
+        return out
+    feature_frame = feature_frame or _resolve(MODEL_FEATURE_FRAMES["churn_model"])
+    labels = labels or _resolve(CHURN_LABELS)
+    if feature_frame is None or labels is None:
+        out["note"] = "churn feature/label functions are not available"
+        return out
+    X = feature_frame(con, snapshot)
+    y = labels(con, snapshot, horizon_days)
+    df = X.merge(y[["customer_id", "churned"]], on="customer_id", how="inner")
+    out["n"] = int(len(df))
+    if len(df) < min_customers:
+        out["note"] = f"only {len(df)} customers at {snapshot} (< {min_customers})"
+        return out
+    yv = df["churned"].astype(int)
+    out["churn_rate"] = float(yv.mean())
+    if yv.nunique() < 2:
+        out["note"] = f"every customer at {snapshot} has churned={int(yv.iloc[0])}: AUC undefined"
+        return out
+    art = loaded.obj
+    features = list(art.get("features") or loaded.row.get("features"))
+    p = art["pipeline"].predict_proba(df[features])[:, 1]
+    auc = float(roc_auc_score(yv, p))
+    out.update(status="ok", current_auc=auc,
+               relative_drop=(out["training_auc"] - auc) / out["training_auc"] if out["training_auc"] else math.nan)
+    return out
+
+
+def build_drift_report(con, as_of: dt.date, horizon_days: int, psi_threshold: float,
+                       auc_drop_threshold: float, exempt: set = frozenset(),
+                       models: tuple = ("churn_model", "ltv_xgb"), feature_frames: Optional[dict] = None,
+                       labels: Optional[Callable] = None) -> DriftResult:
+    """`feature_frames` / `labels` override the stage functions (name -> f(con, snapshot))."""
+    feature_frames = feature_frames or {}
+    notes, frames = [], []
+    for name in models:
+        t, note = model_psi(con, name, as_of, set(exempt), feature_frames.get(name))
+        if note:
+            notes.append(note)
+        if len(t):
+            frames.append(t)
+    psi = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["model", "model_version", "feature", "psi", "reference_n", "current_n", "note", "exempt"])
+    psi["breached"] = (psi["psi"] > psi_threshold) & ~psi["exempt"].astype(bool)
+    auc = champion_auc(con, as_of, horizon_days, feature_frame=feature_frames.get("churn_model"), labels=labels)
+    if auc["status"] != "ok":
+        notes.append(f"AUC check skipped: {auc['note']}")
+    auc_breached = auc["status"] == "ok" and auc["relative_drop"] > auc_drop_threshold
+
+    rows = [
+        {"model": r.model, "model_version": int(r.model_version), "check_name": "psi", "feature": r.feature,
+         "value": r.psi, "threshold": psi_threshold, "breached": bool(r.breached), "exempt": bool(r.exempt),
+         "detail": r.note or f"reference n={r.reference_n}, current n={r.current_n}", "as_of": as_of}
+        for r in psi.itertuples()
+    ]
+    rows.append({
+        "model": "churn_model", "model_version": auc["model_version"], "check_name": "auc_drop", "feature": None,
+        "value": auc["relative_drop"], "threshold": auc_drop_threshold, "breached": bool(auc_breached),
+        "exempt": False,
+        "detail": (f"AUC {auc['current_auc']:.4f} ({auc['window']}, n={auc['n']}) vs {auc['training_auc']:.4f} "
+                   f"at training" if auc["status"] == "ok" else f"skipped: {auc['note']}"),
+        "as_of": as_of,
+    })
+    table = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    table["model_version"] = table["model_version"].astype("Int64")
+    table["value"] = table["value"].astype(float)
+    breaches = psi[psi["breached"]].to_dict("records")
+    fp = data_fingerprint(con) if table_exists(con, "cleaned_transactions") else ""
+    return DriftResult(as_of, table, psi, auc, breaches, bool(auc_breached), notes, fp)

@@ -1,0 +1,112 @@
+"""drift report logic on hand-made transactions with real registry entries and real sklearn models."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from customer_assets.customers.features import compute_customer_features
+from customer_assets.ingestion.schema import write_cleaned
+from customer_assets.monitoring.drift import build_drift_report
+from customer_assets.registry import reference_distribution, register_model
+
+AS_OF = dt.date(2011, 6, 30)
+SNAP = AS_OF - dt.timedelta(days=90)  # 2011-04-01
+FEATURES = ["recency_days", "frequency", "monetary", "tenure_days"]
+
+
+def _rows():
+    rows = []
+    for i in range(80):
+        loyal = i < 40
+        last = AS_OF if loyal else dt.date(2011, 3, 1)
+        d, k = dt.date(2011, 1, 1) + dt.timedelta(days=i % 7), 0
+        while d <= last:
+            rows.append({"customer_id": f"c{i}", "order_id": f"o{i}_{k}", "order_datetime": str(d),
+                         "product_id": "p1", "quantity": 2, "unit_price": 5.0 + i % 5})
+            d += dt.timedelta(days=20)
+            k += 1
+    return rows
+
+
+def labels(con, snapshot, horizon_days):
+    return con.execute(
+        """SELECT customer_id, CAST(count(*) FILTER (WHERE order_date > ? AND order_date <= ? + ?) = 0 AS INT) AS churned
+           FROM cleaned_transactions GROUP BY customer_id HAVING min(order_date) <= ?""",
+        [snapshot, snapshot, horizon_days, snapshot],
+    ).df()
+
+
+@pytest.fixture
+def db(con, tmp_path):
+    write_cleaned(con, _rows())
+    return con
+
+
+def _register_churn(con, tmp_path, flip=False, training_auc=0.9):
+    X = compute_customer_features(con, SNAP)
+    y = labels(con, SNAP, 90).set_index("customer_id").loc[X["customer_id"], "churned"].to_numpy()
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[["recency_days"]], 1 - y if flip else y)
+    ref = reference_distribution(compute_customer_features(con, AS_OF), FEATURES)
+    return register_model(con, tmp_path / "models", "churn_model", {"pipeline": pipe, "features": ["recency_days"]},
+                          metrics={"roc_auc": training_auc}, features=FEATURES, selection_metric="roc_auc",
+                          reference_distribution=ref)
+
+
+def report(con, **kw):
+    return build_drift_report(con, AS_OF, 90, 0.2, 0.10, exempt={"tenure_days"}, models=("churn_model",),
+                              feature_frames={"churn_model": compute_customer_features}, labels=labels, **kw)
+
+
+def test_no_champion_is_skipped_with_reasons(db):
+    r = report(db)
+    assert not r.retrain_recommended
+    assert any("no champion" in n for n in r.notes)
+    assert r.auc["status"] == "skipped" and "no model named 'churn_model'" in r.auc["note"]
+    assert list(r.table["check_name"]) == ["auc_drop"]
+
+
+def test_stable_data_and_good_model_do_not_breach(db, tmp_path):
+    _register_churn(db, tmp_path)
+    r = report(db)
+    assert r.psi.set_index("feature")["psi"].abs().max() < 1e-12  # the reference is this very population
+    assert r.auc["status"] == "ok" and r.auc["current_auc"] == pytest.approx(1.0)
+    assert r.auc["relative_drop"] == pytest.approx((0.9 - 1.0) / 0.9)
+    assert r.auc["n"] == 80 and r.auc["churn_rate"] == pytest.approx(0.5)
+    assert not r.retrain_recommended and r.reason(0.2, 0.1) == ""
+    assert len(r.table) == len(FEATURES) + 1 and not r.table["breached"].any()
+
+
+def test_tripled_prices_breach_psi_and_decayed_model_breaches_auc(db, tmp_path):
+    _register_churn(db, tmp_path, flip=True)
+    fp_before = build_drift_report(db, AS_OF, 90, 0.2, 0.1, models=()).fingerprint
+    db.execute("UPDATE cleaned_transactions SET unit_price = unit_price * 3, line_total = line_total * 3")
+    r = report(db)
+    assert r.fingerprint != fp_before
+    psi = r.psi.set_index("feature")
+    assert psi.loc["monetary", "psi"] > 1 and psi.loc["monetary", "breached"]
+    assert psi.loc["frequency", "psi"] < 1e-12 and not psi.loc["frequency", "breached"]
+    assert r.auc["current_auc"] == pytest.approx(0.0) and r.auc_breached
+    reason = r.reason(0.2, 0.1)
+    assert reason.startswith("drift: PSI monetary=") and "(churn_model v1)" in reason
+    assert "AUC drop 100.0% (0.900 -> 0.000) > 10%" in reason
+    auc_row = r.table[r.table["check_name"] == "auc_drop"].iloc[0]
+    assert auc_row["breached"] and auc_row["value"] == pytest.approx(1.0)
+
+
+def test_exempt_feature_is_reported_but_does_not_breach(db, tmp_path):
+    _register_churn(db, tmp_path)
+    # 200 new one-order customers on the last day: tenure (exempt) and recency both shift
+    new = [{"customer_id": f"n{i}", "order_id": f"n{i}", "order_datetime": str(AS_OF), "product_id": "p1",
+            "quantity": 2, "unit_price": 6.0} for i in range(200)]
+    old = db.execute("SELECT * FROM cleaned_transactions").df()
+    from customer_assets.ingestion.schema import cleaned_frame
+    write_cleaned(db, pd.concat([old, cleaned_frame(new)], ignore_index=True))
+    r = report(db)
+    psi = r.psi.set_index("feature")
+    assert psi.loc["tenure_days", "psi"] > 0.2 and psi.loc["tenure_days", "exempt"]
+    assert not psi.loc["tenure_days", "breached"]
+    assert "tenure_days" not in r.reason(0.2, 0.1)
