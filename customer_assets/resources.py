@@ -88,6 +88,18 @@ def build_resources(**overrides) -> dict:
             reports_dir=env_or_default("CUSTOMER_ASSETS_REPORTS", paths.DEFAULT_REPORTS),
         ),
         "settings": AnalyticsSettings(as_of=env_or_default("CUSTOMER_ASSETS_AS_OF", None)),
+        "notifier": _notifier(),
     }
     resources.update(overrides)
     return resources
+
+
+def _notifier():
+    """SMS notifier: dry run unless all three Twilio variables are set (values never shown)."""
+    from customer_assets.actions.notifier import Notifier  # lazy: actions imports this module
+
+    return Notifier(
+        account_sid=env_or_default("TWILIO_ACCOUNT_SID", None),
+        auth_token=env_or_default("TWILIO_AUTH_TOKEN", None),
+        from_number=env_or_default("TWILIO_PHONE_NUMBER", None),
+    )

@@ -1,4 +1,3 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Retention actions and notifications (group "actions"): collected by customer_assets.definitions."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.actions.assets import ASSETS, CHECKS  # noqa: F401

@@ -1,0 +1,150 @@
+"""Assets of the "actions" group: retention_actions and notification_outbox (thin glue)."""
+
+import math
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.actions import outbox as ob
+from customer_assets.actions import retention as rt
+from customer_assets.actions.notifier import Notifier
+from customer_assets.common.db import replace_table, resolve_as_of, table_exists
+from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
+from customer_assets.common.plotting import plt
+from customer_assets.resources import SourceConfig
+from customer_assets.settings import AnalyticsSettings
+
+GROUP = "actions"
+UPSTREAM = ["churn_scores", "customer_ltv", "loyalty_tiers", "rfm_segments", "dim_customer"]
+
+
+def _campaign_week(con, settings: AnalyticsSettings) -> str:
+    if table_exists(con, "cleaned_transactions"):
+        return rt.campaign_week_of(resolve_as_of(con, settings.as_of_date()))
+    return rt.campaign_week_of(settings.as_of_date() or __import__("datetime").date.today())
+
+
+def _value_at_risk_plot(summary) -> str:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.bar(summary["risk_band"], summary["value_at_risk"].fillna(0), color="#c0392b")
+    ax1.set_title("Value at risk by risk band")
+    ax1.set_ylabel("churn probability x CLV 12m")
+    ax2.bar(summary["risk_band"], summary["contacted"], label="contacted", color="#2e86c1")
+    ax2.bar(summary["risk_band"], summary["control"], bottom=summary["contacted"],
+            label="control (holdout)", color="#aab7b8")
+    ax2.set_title("Customers by band")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig_to_md(fig, "value at risk")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "pandas"},
+    pool="duckdb",
+    deps=UPSTREAM,
+    description="Per customer: loyalty tier and reward, churn risk band and the seed's action for it, "
+    "value at risk (churn probability x 12-month CLV), contact priority, and a stable 10% holdout "
+    "control group that is never contacted.",
+)
+def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        gathered = rt.gather_inputs(con)
+        week = _campaign_week(con, settings)
+        actions = rt.build_retention_actions(gathered.frame, settings.control_group_fraction, week)
+        replace_table(con, "retention_actions", actions)
+        summary = rt.summarize(actions)
+        md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
+    n = len(actions)
+    metadata = {
+        **md,
+        "campaign_week": week,
+        "population_from": str(gathered.population_table),
+        "control_group_customers": int(actions["control_group"].sum()),
+        "control_group_share": float(actions["control_group"].mean()) if n else 0.0,
+        "contacted_customers": int(actions["contact"].sum()),
+        "total_value_at_risk": float(actions["value_at_risk"].sum(skipna=True)),
+        "by_risk_band": dg.MetadataValue.md(df_to_markdown(summary)),
+        "input_notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in gathered.notes) or "all inputs present"),
+    }
+    if n and not summary.empty:
+        metadata["plot"] = dg.MetadataValue.md(_value_at_risk_plot(summary))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=retention_actions, blocking=True,
+                description="The holdout is never contacted and its size matches the setting "
+                "(within 4 binomial standard deviations).")
+def retention_control_group_holdout(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        n, control, contacted_control = con.execute(
+            "SELECT count(*), count(*) FILTER (control_group), count(*) FILTER (control_group AND contact) "
+            "FROM retention_actions"
+        ).fetchone()
+    p = settings.control_group_fraction
+    tolerance = 4 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+    share = control / n if n else 0.0
+    passed = contacted_control == 0 and (n == 0 or abs(share - p) <= tolerance)
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        metadata={"customers": n, "control": control, "control_share": share, "setting": p,
+                  "tolerance": tolerance, "control_marked_for_contact": contacted_control},
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "twilio"},
+    pool="duckdb",
+    deps=[retention_actions],
+    description="Messages to send this campaign week (customer, channel, text, idempotency key) "
+    "with their delivery status. Dry run unless Twilio credentials are set; SMS only to High-risk "
+    "customers with a phone in the contact file; never twice per key; failed sends retried next run.",
+)
+def notification_outbox(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    source: SourceConfig,
+    notifier: Notifier,
+) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        actions = con.execute("SELECT * FROM retention_actions").df()
+        contacts, notes = ob.read_contacts(con, source.contacts)
+        outbox = ob.build_outbox(actions, contacts)
+        report = ob.deliver(con, outbox, contacts, notifier)
+        full = ob.outbox_with_status(con, outbox, notifier.sending_enabled())
+        replace_table(con, "notification_outbox", full)
+        counts = ob.status_counts(con)
+        md = table_metadata(con, "notification_outbox", order_by="priority")
+    for e in report.errors[:20]:
+        context.log.warning(f"SMS not sent to customer {e}")
+    return dg.MaterializeResult(
+        metadata={
+            **md,
+            "mode": report.mode,
+            **{f"delivery_{k}": v for k, v in report.as_dict().items() if k != "mode"},
+            "status_counts": dg.MetadataValue.md(df_to_markdown(counts, max_rows=20)),
+            "notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in notes)),
+        }
+    )
+
+
+@dg.asset_check(asset=notification_outbox, blocking=True,
+                description="No control-group customer in the outbox; one message per idempotency key.")
+def outbox_excludes_control_group(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        control_in_outbox = con.execute(
+            "SELECT count(*) FROM notification_outbox o JOIN retention_actions r USING (customer_id) "
+            "WHERE r.control_group"
+        ).fetchone()[0]
+        dup_keys = con.execute(
+            "SELECT count(*) - count(DISTINCT idempotency_key) FROM notification_outbox"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=bool(control_in_outbox == 0 and dup_keys == 0),
+        metadata={"control_customers_in_outbox": control_in_outbox, "duplicate_keys": dup_keys},
+    )
+
+
+ASSETS = [retention_actions, notification_outbox]
+CHECKS = [retention_control_group_holdout, outbox_excludes_control_group]

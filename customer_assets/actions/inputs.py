@@ -1,0 +1,32 @@
+"""Reading optional upstream tables: a missing table or column is a note, never a crash."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import duckdb
+import pandas as pd
+
+from customer_assets.common.db import quote_ident, table_exists
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    if not table_exists(con, name):
+        return []
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+    ]
+
+
+def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "") -> Optional[pd.DataFrame]:
+    """`SELECT * FROM name <sql_tail>` as a DataFrame, or None when the table does not exist.
+
+    Only for customer-level or summary tables (never transaction-level ones)."""
+    if not table_exists(con, name):
+        return None
+    return con.execute(f"SELECT * FROM {quote_ident(name)} {sql_tail}").df()

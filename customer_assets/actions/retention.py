@@ -1,0 +1,153 @@
+"""Retention actions: one row per current customer, what to do with them and in which order.
+
+- loyalty tier and its reward (loyalty_tiers),
+- churn risk band and the seed's action for it (churn_scores, settings.RISK_BAND_ACTIONS),
+- value at risk = churn probability x 12-month CLV (customer_ltv), and a priority order by it,
+- a holdout control group that is never contacted, so the actions' effect can be measured later.
+
+The control group is a stable hash of the customer id (sha256 of a salted id mapped to [0, 1)),
+not a random draw: the same customer is in or out on every run, on every machine, and raising the
+fraction only adds customers to the holdout (never swaps them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer_assets.actions.inputs import table_columns
+from customer_assets.common.db import quote_ident
+from customer_assets.settings import LOYALTY_REWARDS, RISK_BAND_ACTIONS
+
+HOLDOUT_SALT = "customer_assets.holdout.v1"
+CONTROL_ACTION = "Control group: no contact (holdout to measure the actions' effect)"
+NO_SCORE_ACTION = "No churn score: not contacted"
+
+# Where each column comes from: (table, column, alias). Tables are optional.
+INPUT_COLUMNS = [
+    ("dim_customer", "country", "country"),
+    ("rfm_segments", "segment", "segment"),
+    ("loyalty_tiers", "tier", "tier"),
+    ("loyalty_tiers", "reward", "reward"),
+    ("churn_scores", "churn_probability", "churn_probability"),
+    ("churn_scores", "risk_band", "risk_band"),
+    ("churn_scores", "reason_1", "reason_1"),
+    ("churn_scores", "reason_2", "reason_2"),
+    ("churn_scores", "reason_3", "reason_3"),
+    ("customer_ltv", "clv_12m", "clv_12m"),
+    ("customer_ltv", "value_decile", "value_decile"),
+]
+# The population: the first of these tables that exists (churn_scores scores every current customer).
+POPULATION_TABLES = ["churn_scores", "customer_ltv", "loyalty_tiers", "rfm_segments", "dim_customer"]
+
+
+def holdout_bucket(customer_id: str) -> float:
+    """A stable number in [0, 1) for a customer id (same on every run and machine)."""
+    digest = hashlib.sha256(f"{HOLDOUT_SALT}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def in_control_group(customer_id: str, fraction: float) -> bool:
+    return holdout_bucket(customer_id) < fraction
+
+
+@dataclass
+class RetentionResult:
+    frame: pd.DataFrame
+    notes: list = field(default_factory=list)
+    population_table: str | None = None
+
+
+def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
+    """One row per customer with every available input column (missing ones are NULL + a note)."""
+    notes = []
+    population = next((t for t in POPULATION_TABLES if "customer_id" in table_columns(con, t)), None)
+    if population is None:
+        return RetentionResult(pd.DataFrame(columns=["customer_id"] + [a for _, _, a in INPUT_COLUMNS]),
+                               [f"none of {', '.join(POPULATION_TABLES)} exists: no customers to act on"])
+    selects, joins, joined = [], [], {}
+    for table, column, alias in INPUT_COLUMNS:
+        cols = table_columns(con, table)
+        if column in cols and "customer_id" in cols:
+            if table not in joined:
+                joined[table] = f"t{len(joined)}"
+                # One row per customer even if an upstream table had duplicates.
+                joins.append(
+                    f"LEFT JOIN (SELECT * FROM {quote_ident(table)} "
+                    f"QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY customer_id) = 1) "
+                    f"{joined[table]} ON {joined[table]}.customer_id = p.customer_id"
+                )
+            selects.append(f"{joined[table]}.{quote_ident(column)} AS {alias}")
+        else:
+            why = "table missing" if not cols else f"no column {column}"
+            notes.append(f"{alias}: {table} unavailable ({why})")
+            selects.append(f"NULL AS {alias}")
+    sql = (
+        f"SELECT p.customer_id, {', '.join(selects)} FROM "
+        f"(SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {quote_ident(population)}) p "
+        + " ".join(joins)
+    )
+    return RetentionResult(con.execute(sql).df(), notes, population)
+
+
+def build_retention_actions(
+    inputs: pd.DataFrame, control_fraction: float, campaign_week: str | None = None
+) -> pd.DataFrame:
+    """The retention action table from the gathered inputs (pure pandas, one row per customer)."""
+    if not 0.0 <= control_fraction < 1.0:
+        raise ValueError(f"control_group_fraction must be in [0, 1), got {control_fraction}")
+    df = inputs.copy()
+    df["customer_id"] = df["customer_id"].astype(str)
+    for c in ("churn_probability", "clv_12m"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    # A tier without a reward column still gets the seed's reward.
+    df["reward"] = df["reward"].where(df["reward"].notna(), df["tier"].map(LOYALTY_REWARDS))
+    df["control_group"] = [in_control_group(c, control_fraction) for c in df["customer_id"]]
+    df["value_at_risk"] = df["churn_probability"] * df["clv_12m"].clip(lower=0)
+    band_action = df["risk_band"].map(RISK_BAND_ACTIONS)
+    df["action"] = np.where(
+        df["control_group"], CONTROL_ACTION, band_action.fillna(NO_SCORE_ACTION)
+    )
+    df["contact"] = (~df["control_group"]) & band_action.notna()
+    # Priority among the customers we contact: highest value at risk first; customers without a
+    # CLV follow, by churn probability; ties by customer id so the order is deterministic.
+    contacted = df[df["contact"]].sort_values(
+        ["value_at_risk", "churn_probability", "customer_id"],
+        ascending=[False, False, True],
+        na_position="last",
+    )
+    df["priority"] = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    df.loc[contacted.index, "priority"] = np.arange(1, len(contacted) + 1)
+    df["campaign_week"] = campaign_week
+    cols = [
+        "customer_id", "priority", "control_group", "contact", "risk_band", "churn_probability",
+        "action", "tier", "reward", "clv_12m", "value_at_risk", "value_decile", "segment", "country",
+        "reason_1", "reason_2", "reason_3", "campaign_week",
+    ]
+    out = df[cols].sort_values(["priority", "customer_id"], na_position="last").reset_index(drop=True)
+    return out
+
+
+def campaign_week_of(day) -> str:
+    """ISO week label of a date, e.g. 2011-W49: the campaign a message belongs to."""
+    iso = pd.Timestamp(day).isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def summarize(actions: pd.DataFrame) -> pd.DataFrame:
+    """Customers, contacted, control and value at risk per risk band."""
+    if actions.empty:
+        return pd.DataFrame(columns=["risk_band", "customers", "contacted", "control", "value_at_risk"])
+    g = actions.assign(risk_band=actions["risk_band"].fillna("(no score)")).groupby("risk_band")
+    out = g.agg(
+        customers=("customer_id", "count"),
+        contacted=("contact", "sum"),
+        control=("control_group", "sum"),
+        value_at_risk=("value_at_risk", "sum"),
+    ).reset_index()
+    order = {"High": 0, "Medium": 1, "Low": 2}
+    return out.sort_values("risk_band", key=lambda s: s.map(order).fillna(9)).reset_index(drop=True)
