@@ -1,4 +1,3 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""The report and regional extracts (group "reporting"): collected by customer_assets.definitions."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.reporting.assets import ASSETS, CHECKS  # noqa: F401

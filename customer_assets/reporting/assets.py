@@ -1,0 +1,118 @@
+"""Assets of the "reporting" group: customer_report and regional_extracts (thin glue)."""
+
+import re
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.common.db import replace_table
+from customer_assets.common.metadata import df_to_markdown, table_metadata
+from customer_assets.reporting import extracts as ex
+from customer_assets.reporting import report as rp
+from customer_assets.resources import ModelStore
+from customer_assets.settings import AnalyticsSettings
+
+GROUP = "reporting"
+REPORT_INPUTS = [
+    "cleaned_transactions", "sales_trends", "top_products", "revenue_by_region", "rfm_segments",
+    "cohort_retention", "churn_scores", "customer_ltv", "bundle_recommendations", "association_rules",
+    "drift_report", "retention_actions", "notification_outbox",
+]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "html"},
+    pool="duckdb",
+    deps=REPORT_INPUTS,
+    description="Self-contained HTML report (warehouse/reports/customer_report.html; inline images, "
+    "opens offline): KPIs, sales trend, top products, regions, segments, cohorts, churn risk and "
+    "calibration, CLV deciles, bundles, drift, retention actions and strategic recommendations. "
+    "The table lists each section and whether its inputs were there.",
+)
+def customer_report(duckdb: DuckDBResource, model_store: ModelStore) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        report = rp.build_report(con)
+        path = rp.write_report(report, model_store.reports_path())
+        status = pd.DataFrame(
+            [{"section": s.title, "available": s.missing is None, "note": s.missing} for s in report["sections"]]
+        )
+        status["path"] = str(path)
+        replace_table(con, "customer_report", status)
+        md = table_metadata(con, "customer_report", preview_rows=20)
+    available = int(status["available"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            **md,
+            "report_path": dg.MetadataValue.path(str(path)),
+            "report_bytes": path.stat().st_size,
+            "sections_available": f"{available} of {len(status)}",
+            "summary": dg.MetadataValue.md(report["markdown"]),
+        }
+    )
+
+
+@dg.asset_check(asset=customer_report, description="The report file exists, has its recommendations "
+                "section and makes no external request (no http(s) src/href, <link>, remote script).")
+def customer_report_is_self_contained(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        path = con.execute("SELECT any_value(path) FROM customer_report").fetchone()[0]
+    from pathlib import Path
+
+    p = Path(path) if path else None
+    if p is None or not p.exists():
+        return dg.AssetCheckResult(passed=False, metadata={"problem": f"report file {path} missing"})
+    text = p.read_text(encoding="utf-8")
+    external = re.findall(rp.EXTERNAL_REF, text, flags=re.IGNORECASE)
+    return dg.AssetCheckResult(
+        passed=not external and "Strategic recommendations" in text,
+        metadata={"external_references": len(external), "bytes": len(text.encode())},
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "csv"},
+    pool="duckdb",
+    deps=["retention_actions"],
+    description="One CSV per region (country) under warehouse/reports/regions/ holding only that "
+    "region's customers and their scores: the file-per-manager equivalent of row-level security. "
+    "Which regions: setting `regions` (empty = every country). Table: region, path, row_count.",
+)
+def regional_extracts(
+    duckdb: DuckDBResource, settings: AnalyticsSettings, model_store: ModelStore
+) -> dg.MaterializeResult:
+    out_dir = model_store.reports_path() / "regions"
+    with duckdb.get_connection() as con:
+        table, notes = ex.write_regional_extracts(con, out_dir, settings.regions)
+        replace_table(con, "regional_extracts", table.astype({"row_count": "int64"}))
+        md = table_metadata(con, "regional_extracts", preview_rows=15, order_by="row_count DESC")
+    return dg.MaterializeResult(
+        metadata={
+            **md,
+            "folder": dg.MetadataValue.path(str(out_dir)),
+            "files": int(table["path"].notna().sum()),
+            "customers_in_extracts": int(table["row_count"].sum()),
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none"),
+            "largest_regions": dg.MetadataValue.md(df_to_markdown(
+                table.sort_values("row_count", ascending=False)[["region", "row_count"]], 10)),
+        }
+    )
+
+
+@dg.asset_check(asset=regional_extracts, blocking=True,
+                description="Each file holds only its own region's customers, as many as the table says.")
+def regional_extracts_only_own_region(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        table = con.execute("SELECT * FROM regional_extracts WHERE path IS NOT NULL").df()
+    bad = []
+    for r in table.itertuples(index=False):
+        df = pd.read_csv(r.path, dtype={"customer_id": str})
+        if len(df) != r.row_count or set(df["country"]) != {r.region}:
+            bad.append(r.region)
+    return dg.AssetCheckResult(passed=not bad, metadata={"files_checked": len(table), "bad_regions": ", ".join(bad)})
+
+
+ASSETS = [customer_report, regional_extracts]
+CHECKS = [customer_report_is_self_contained, regional_extracts_only_own_region]

@@ -1,0 +1,506 @@
+"""The report's sections. Each reads its warehouse tables, and degrades to a clear note when an
+input table (or a column it needs) is missing. Charts are inline base64 PNGs.
+
+A section returns a `Section`: title, HTML body, a few markdown lines for the asset's metadata,
+`facts` (numbers the recommendations are written from) and `missing` (why it could not be drawn).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer_assets.actions.inputs import read_optional, table_columns
+from customer_assets.common.db import table_exists
+from customer_assets.common.metadata import fig_to_png_bytes
+from customer_assets.common.plotting import plt
+
+BLUE, RED, GREY = "#2e86c1", "#c0392b", "#95a5a6"
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    body: str = ""
+    md: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    missing: Optional[str] = None
+
+
+# --- small HTML helpers ----------------------------------------------------------------------
+
+def esc(v) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d")
+    return str(v)
+
+
+def html_table(df: pd.DataFrame, max_rows: int = 15, digits: int = 2) -> str:
+    if df is None or df.empty:
+        return "<p class='note'>(no rows)</p>"
+    df = df.head(max_rows)
+    head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td class='{'num' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else ''}'>"
+            f"{esc(fmt(v, digits))}</td>"
+            for v in row
+        ) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def img(fig, alt: str) -> str:
+    data = base64.b64encode(fig_to_png_bytes(fig, dpi=80)).decode()
+    return f"<img alt='{esc(alt)}' src='data:image/png;base64,{data}'/>"
+
+
+def note(text: str) -> str:
+    return f"<p class='note'>{esc(text)}</p>"
+
+
+def missing_section(key: str, title: str, table: str, what: str) -> Section:
+    why = f"{table} is not in the warehouse (materialize it first)" if table else what
+    return Section(key, title, note(f"Not available: {why}."), missing=why)
+
+
+def pick(cols, *candidates) -> Optional[str]:
+    """The first candidate column present (exact name, then substring)."""
+    low = {c.lower(): c for c in cols}
+    for cand in candidates:
+        if cand in low:
+            return low[cand]
+    for cand in candidates:
+        for lc, c in low.items():
+            if cand in lc:
+                return c
+    return None
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+def kpis(con: duckdb.DuckDBPyConnection) -> Section:
+    title = "Headline KPIs"
+    if not table_exists(con, "cleaned_transactions"):
+        return missing_section("kpis", title, "cleaned_transactions", "")
+    customers, orders, revenue, lines, first, last = con.execute(
+        "SELECT count(DISTINCT customer_id), count(DISTINCT order_id), sum(line_total), count(*), "
+        "min(order_date), max(order_date) FROM cleaned_transactions"
+    ).fetchone()
+    facts = {
+        "customers": customers, "orders": orders, "revenue": float(revenue or 0), "lines": lines,
+        "first_date": str(first), "last_date": str(last),
+        "aov": float(revenue or 0) / orders if orders else None,
+        "orders_per_customer": orders / customers if customers else None,
+    }
+    if table_exists(con, "quarantined_transactions"):
+        facts["quarantined"] = con.execute("SELECT count(*) FROM quarantined_transactions").fetchone()[0]
+    if "value_at_risk" in table_columns(con, "retention_actions"):
+        high, var = con.execute(
+            "SELECT count(*) FILTER (risk_band = 'High'), sum(value_at_risk) FROM retention_actions"
+        ).fetchone()
+        facts.update(high_risk_customers=high, value_at_risk=float(var or 0))
+    if "clv_12m" in table_columns(con, "customer_ltv"):
+        facts["clv_12m_total"] = float(con.execute("SELECT sum(clv_12m) FROM customer_ltv").fetchone()[0] or 0)
+    tiles = [
+        ("Revenue", f"£{facts['revenue']:,.0f}"), ("Customers", f"{customers:,}"),
+        ("Orders", f"{orders:,}"), ("Average order value", f"£{facts['aov']:,.2f}" if orders else "-"),
+        ("Orders per customer", f"{facts['orders_per_customer']:.2f}" if customers else "-"),
+        ("Period", f"{first} to {last}"),
+    ]
+    if "quarantined" in facts:
+        tiles.append(("Quarantined rows", f"{facts['quarantined']:,}"))
+    if "high_risk_customers" in facts:
+        tiles += [("High churn risk", f"{facts['high_risk_customers']:,}"),
+                  ("Value at risk (12m)", f"£{facts['value_at_risk']:,.0f}")]
+    if "clv_12m_total" in facts:
+        tiles.append(("Predicted CLV, 12 months", f"£{facts['clv_12m_total']:,.0f}"))
+    body = "<div class='tiles'>" + "".join(
+        f"<div class='tile'><div class='k'>{esc(k)}</div><div class='v'>{esc(v)}</div></div>" for k, v in tiles
+    ) + "</div>"
+    md = [f"- **{k}**: {v}" for k, v in tiles]
+    return Section("kpis", title, body, md, facts)
+
+
+def sales_trend(con) -> Section:
+    title = "Sales trend"
+    df = read_optional(con, "sales_trends")
+    if df is None:
+        return missing_section("sales_trend", title, "sales_trends", "")
+    date_col = next((c for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])), None)
+    if date_col is None:
+        date_col = pick(df.columns, "period_start", "period", "month", "week", "date")
+    rev = pick(df.columns, "revenue", "sales")
+    grain = pick(df.columns, "grain", "granularity", "period_type")
+    if date_col is None or rev is None:
+        return missing_section("sales_trend", title, None, f"sales_trends has no date/revenue column ({list(df.columns)})")
+    if grain is not None and df[grain].astype(str).str.lower().str.startswith("month").any():
+        df = df[df[grain].astype(str).str.lower().str.startswith("month")]
+    df = df.sort_values(date_col)
+    x = pd.to_datetime(df[date_col])
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(x, df[rev], marker="o", color=BLUE)
+    ax.set_title("Revenue per period")
+    ax.set_ylabel(rev)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    facts = {}
+    md = []
+    if len(df) >= 2:
+        best = df.loc[df[rev].idxmax()]
+        facts = {"best_period": str(pd.Timestamp(best[date_col]).date()), "best_revenue": float(best[rev])}
+        md.append(f"- Best period {facts['best_period']}: £{facts['best_revenue']:,.0f}")
+    cols = [c for c in [date_col, rev, pick(df.columns, "orders"), pick(df.columns, "active_customers", "customers"),
+                        pick(df.columns, "avg_order_value", "aov")] if c]
+    body = img(fig, "sales trend") + html_table(df[list(dict.fromkeys(cols))].tail(13), 13)
+    last_date = _last_order_date(con)
+    if last_date is not None and len(df):
+        last_start = pd.Timestamp(df[date_col].iloc[-1])
+        if (last_start + pd.offsets.MonthEnd(0)).date() > last_date:
+            body += note(f"The last period ({last_start.date()}) is partial: data ends {last_date}.")
+            facts["last_period_partial"] = True
+    return Section("sales_trend", title, body, md, facts)
+
+
+def _last_order_date(con):
+    if not table_exists(con, "cleaned_transactions"):
+        return None
+    return con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+
+
+def _barh(labels, values, title: str, log: bool = False) -> str:
+    """A horizontal bar chart, largest on top, as an inline image."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.barh(list(labels)[::-1], list(values)[::-1], color=BLUE)
+    ax.set_title(title)
+    if log:
+        ax.set_xscale("log")
+    return img(fig, title)
+
+
+def top_products(con) -> Section:
+    title = "Top products"
+    df = read_optional(con, "top_products")
+    if df is None:
+        return missing_section("top_products", title, "top_products", "")
+    rev = pick(df.columns, "revenue")
+    name = pick(df.columns, "product_name", "description", "product_id")
+    if rev is None or name is None:
+        return missing_section("top_products", title, None, f"top_products has no revenue/name column ({list(df.columns)})")
+    units = pick(df.columns, "units", "quantity")
+    keep = [c for c in [pick(df.columns, "product_id"), name, units, rev] if c]
+    top = df.sort_values(rev, ascending=False).drop_duplicates(subset=[name])[list(dict.fromkeys(keep))].head(10)
+    body = _barh(top[name].astype(str).str[:40], top[rev], "Top 10 products by revenue") + html_table(top, 10)
+    md = [f"- Top product by revenue: {top.iloc[0][name]} (£{top.iloc[0][rev]:,.0f})"] if len(top) else []
+    return Section("top_products", title, body, md, {"top_product": str(top.iloc[0][name]) if len(top) else None})
+
+
+def revenue_by_region(con) -> Section:
+    title = "Revenue by region"
+    df = read_optional(con, "revenue_by_region")
+    if df is None:
+        return missing_section("revenue_by_region", title, "revenue_by_region", "")
+    region = pick(df.columns, "country", "region")
+    rev = pick(df.columns, "revenue")
+    if region is None or rev is None:
+        return missing_section("revenue_by_region", title, None, f"revenue_by_region has no region/revenue column")
+    df = df.sort_values(rev, ascending=False)
+    total = df[rev].sum()
+    top = df.head(10)
+    lead_share = float(df.iloc[0][rev] / total) if total else 0.0
+    facts = {"top_region": str(df.iloc[0][region]), "top_region_share": lead_share, "regions": len(df)}
+    md = [f"- {facts['top_region']} brings {lead_share:.0%} of revenue ({len(df)} countries)"]
+    chart = _barh(top[region].astype(str), top[rev], "Revenue by country (top 10, log scale)", log=True)
+    return Section("revenue_by_region", title, chart + html_table(top, 10), md, facts)
+
+
+def segments(con) -> Section:
+    title = "Customer segments (RFM)"
+    cols = table_columns(con, "rfm_segments")
+    if "segment" not in cols:
+        return missing_section("segments", title, "rfm_segments" if not cols else None, "rfm_segments has no segment column")
+    money = "monetary" if "monetary" in cols else "NULL"
+    recency = "recency_days" if "recency_days" in cols else "NULL"
+    df = con.execute(
+        f"""SELECT segment, count(*) AS customers, sum({money}) AS revenue,
+                   avg({money}) AS avg_revenue, median({recency}) AS median_recency_days
+            FROM rfm_segments GROUP BY segment ORDER BY revenue DESC NULLS LAST, customers DESC"""
+    ).df()
+    df["customer_share"] = df["customers"] / df["customers"].sum()
+    if df["revenue"].notna().any():
+        df["revenue_share"] = df["revenue"] / df["revenue"].sum()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.barh(df["segment"][::-1], df["customers"][::-1], color=BLUE)
+    a1.set_title("Customers per segment")
+    a2.barh(df["segment"][::-1], df["revenue"].fillna(0)[::-1], color=RED)
+    a2.set_title("Revenue per segment")
+    a2.set_yticklabels([])
+    fig.tight_layout()
+    facts = {"segments": df.to_dict("records")}
+    md = [f"- {r.segment}: {r.customers:,} customers" + (f", {r.revenue_share:.0%} of revenue" if "revenue_share" in df else "")
+          for r in df.head(5).itertuples()]
+    return Section("segments", title, img(fig, "segments") + html_table(df, 15), md, facts)
+
+
+def cohorts(con) -> Section:
+    title = "Cohort retention"
+    df = read_optional(con, "cohort_retention")
+    if df is None:
+        return missing_section("cohorts", title, "cohort_retention", "")
+    need = {"cohort_month", "months_since_acquisition", "retention_pct"}
+    if not need <= set(df.columns):
+        return missing_section("cohorts", title, None, f"cohort_retention lacks {sorted(need - set(df.columns))}")
+    pivot = df.pivot_table(index="cohort_month", columns="months_since_acquisition", values="retention_pct")
+    pivot.index = [str(pd.Timestamp(i).date())[:7] for i in pivot.index]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(pivot) + 1.5))
+    im = ax.imshow(pivot.to_numpy(dtype=float), aspect="auto", cmap="Blues", vmin=0,
+                   vmax=np.nanpercentile(pivot.to_numpy(dtype=float)[:, 1:], 99) if pivot.shape[1] > 1 else None)
+    ax.set_yticks(range(len(pivot)), pivot.index, fontsize=7)
+    ax.set_xticks(range(pivot.shape[1]), [str(c) for c in pivot.columns], fontsize=7)
+    ax.set_xlabel("months since acquisition")
+    ax.set_title("Retention % by acquisition cohort")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    later = df[df["months_since_acquisition"] > 0]
+    curve = later.groupby("months_since_acquisition")["retention_pct"].mean()
+    facts = {f"m{m}": float(curve[m]) for m in (1, 3, 6, 12) if m in curve.index}
+    scale = 100.0 if df["retention_pct"].max() > 1.5 else 1.0  # percent or fraction
+    facts["scale"] = scale
+    md = [f"- Average retention month {m[1:]}: {v / scale:.0%}" for m, v in facts.items() if m.startswith("m")]
+    return Section("cohorts", title, img(fig, "cohort heatmap"), md, facts)
+
+
+def _reliability_from_registry(con) -> Optional[pd.DataFrame]:
+    """Calibration bins if the churn stage stored them with its champion (metrics JSON)."""
+    if not table_exists(con, "model_registry"):
+        return None
+    row = con.execute(
+        "SELECT metrics FROM model_registry WHERE name = 'churn_model' AND status = 'champion' "
+        "ORDER BY version DESC LIMIT 1"
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    metrics = json.loads(row[0])
+    for key in ("reliability", "reliability_bins", "calibration_bins", "calibration"):
+        bins = metrics.get(key)
+        if isinstance(bins, list) and bins and isinstance(bins[0], dict):
+            df = pd.DataFrame(bins)
+            p = pick(df.columns, "mean_predicted", "predicted", "prob")
+            o = pick(df.columns, "observed", "fraction_positive", "actual")
+            if p and o:
+                return df.rename(columns={p: "predicted", o: "observed"})
+        if isinstance(bins, dict) and {"predicted", "observed"} <= set(bins):
+            return pd.DataFrame({"predicted": bins["predicted"], "observed": bins["observed"]})
+    return None
+
+
+def churn(con) -> Section:
+    title = "Churn risk"
+    cols = table_columns(con, "churn_scores")
+    if "churn_probability" not in cols:
+        return missing_section("churn", title, "churn_scores" if not cols else None, "churn_scores has no churn_probability")
+    df = con.execute("SELECT churn_probability, risk_band FROM churn_scores").df()
+    bands = df["risk_band"].value_counts().reindex(["High", "Medium", "Low"]).fillna(0).astype(int)
+    rel = _reliability_from_registry(con)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].hist(df["churn_probability"].dropna(), bins=20, range=(0, 1), color=BLUE)
+    axes[0].set_title("Churn probability of current customers")
+    axes[0].set_xlabel("churn probability")
+    if rel is not None:
+        axes[1].plot([0, 1], [0, 1], "--", color=GREY, label="perfect calibration")
+        axes[1].plot(rel["predicted"], rel["observed"], marker="o", color=RED, label="champion model")
+        axes[1].set_xlabel("predicted probability")
+        axes[1].set_ylabel("observed churn rate")
+        axes[1].set_title("Reliability (out-of-time evaluation)")
+        axes[1].legend(fontsize=8)
+    else:
+        axes[1].axis("off")
+        axes[1].text(0.5, 0.5, "reliability bins not stored\nwith the churn model", ha="center", va="center")
+    fig.tight_layout()
+    metrics_html = ""
+    facts = {"bands": bands.to_dict(), "mean_probability": float(df["churn_probability"].mean())}
+    if table_exists(con, "model_registry"):
+        row = con.execute(
+            "SELECT version, metrics, eval_window_start, eval_window_end FROM model_registry "
+            "WHERE name = 'churn_model' AND status = 'champion' ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        if row and row[1]:
+            m = json.loads(row[1])
+            shown = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            facts.update({k: shown[k] for k in ("roc_auc", "ece", "brier", "pr_auc") if k in shown})
+            metrics_html = (f"<p>Champion churn model v{row[0]}, evaluated out-of-time on "
+                            f"{esc(row[2])} to {esc(row[3])}:</p>"
+                            + html_table(pd.DataFrame([{k: v for k, v in list(shown.items())[:12]}]), 1, 3))
+    body = img(fig, "churn risk") + html_table(bands.rename("customers").reset_index().rename(
+        columns={"index": "risk_band"}), 3) + metrics_html
+    if rel is None:
+        body += note("Reliability diagram: the churn model's registry entry holds no calibration bins.")
+    md = [f"- Risk bands: High {bands['High']:,}, Medium {bands['Medium']:,}, Low {bands['Low']:,}"]
+    if "roc_auc" in facts:
+        md.append(f"- Churn model out-of-time ROC AUC {facts['roc_auc']:.3f}"
+                  + (f", ECE {facts['ece']:.3f}" if "ece" in facts else ""))
+    return Section("churn", title, body, md, facts)
+
+
+def clv_deciles(con) -> Section:
+    title = "Customer lifetime value by decile"
+    cols = table_columns(con, "customer_ltv")
+    if "clv_12m" not in cols or "value_decile" not in cols:
+        return missing_section("clv", title, "customer_ltv" if not cols else None, "customer_ltv lacks clv_12m/value_decile")
+    hist = "sum(historical_spend)" if "historical_spend" in cols else "NULL"
+    df = con.execute(
+        f"""SELECT value_decile, count(*) AS customers, avg(clv_12m) AS avg_clv_12m,
+                   sum(clv_12m) AS clv_12m, {hist} AS historical_spend
+            FROM customer_ltv GROUP BY value_decile ORDER BY value_decile"""
+    ).df()
+    df["clv_share"] = df["clv_12m"] / df["clv_12m"].sum()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(df["value_decile"].astype(str), df["clv_share"], color=BLUE)
+    ax.set_title("Share of predicted 12-month CLV by value decile")
+    ax.set_xlabel("value decile")
+    top = df.loc[df["value_decile"].idxmax()]
+    facts = {"top_decile_share": float(top["clv_share"]), "top_decile": int(top["value_decile"])}
+    md = [f"- Value decile {facts['top_decile']} holds {facts['top_decile_share']:.0%} of predicted 12-month CLV"]
+    return Section("clv", title, img(fig, "clv deciles") + html_table(df, 10), md, facts)
+
+
+def bundles(con) -> Section:
+    title = "Top bundles"
+    recs = read_optional(con, "bundle_recommendations")
+    rules = read_optional(con, "association_rules")
+    if recs is None and rules is None:
+        return missing_section("bundles", title, "bundle_recommendations / association_rules", "")
+    parts, md, facts = [], [], {}
+    if recs is not None and "recommendation_type" in recs.columns and len(recs):
+        dead = recs[(recs["recommendation_type"] == "dead_stock_bundle") & (recs["rank"] == 1)]
+        dead = dead.sort_values(["lift", "both_orders"], ascending=False)
+        cols = [c for c in ("product_name", "partner_names", "sold_ratio", "lift", "confidence_product_to_partner",
+                            "both_orders", "suggested_discount_pct") if c in dead.columns]
+        facts["dead_stock_products_with_bundle"] = int(dead["product_id"].nunique())
+        parts.append(f"<h3>Bundles that move dead stock ({facts['dead_stock_products_with_bundle']:,} "
+                     f"dead-stock products have a partner; best partner each, by lift)</h3>" + html_table(dead[cols], 10, 2))
+        if len(dead):
+            top = dead.iloc[0]
+            facts["top_bundle"] = f"{top['product_name']} + {top['partner_names']}"
+            md.append(f"- Best dead-stock bundle: {facts['top_bundle']} (lift {top['lift']:.1f}, "
+                      f"{top.get('suggested_discount_pct', 0):.0f}% off)")
+        also = recs[recs["recommendation_type"] == "also_bought"]
+        if len(also):
+            also = also[also["rank"] == 1] if "rank" in also.columns else also
+            cols = [c for c in ("product_name", "partner_names", "confidence_product_to_partner", "lift", "both_orders")
+                    if c in also.columns]
+            parts.append("<h3>Customers who bought X often bought Y (top products)</h3>" + html_table(also[cols], 10, 2))
+    if rules is not None:
+        if rules.empty:
+            parts.append(note("No association rule passed the thresholds."))
+        else:
+            lift = pick(rules.columns, "lift")
+            top = rules.sort_values(lift, ascending=False) if lift else rules
+            cols = [c for c in ("antecedent_names", "consequent_names", "support", "confidence", "lift", "both_orders")
+                    if c in top.columns]
+            facts["rules"] = len(rules)
+            parts.append(f"<h3>Strongest association rules ({len(rules):,} rules)</h3>" + html_table(top[cols], 10, 3))
+            if "top_bundle" not in facts and cols:
+                r = top.iloc[0]
+                facts["top_bundle"] = f"{r.get('antecedent_names')} -> {r.get('consequent_names')}"
+                md.append(f"- Strongest rule: {facts['top_bundle']} (lift {r[lift]:.1f})")
+    if not parts:
+        return missing_section("bundles", title, None, "bundle tables hold no rows")
+    return Section("bundles", title, "".join(parts), md, facts)
+
+
+def drift(con) -> Section:
+    title = "Drift status"
+    df = read_optional(con, "drift_report")
+    if df is None:
+        return missing_section("drift", title, "drift_report", "")
+    breach = pick(df.columns, "breached", "breach")
+    value = pick(df.columns, "value", "psi")
+    check = pick(df.columns, "check_name", "check")
+    facts = {"rows": len(df)}
+    if breach is not None:
+        facts["breaches"] = int(df[breach].fillna(False).astype(bool).sum())
+    status = ("no drift alarm" if facts.get("breaches", 0) == 0
+              else f"{facts['breaches']} drift alarm(s): retraining is due")
+    facts["status"] = status
+    if value is not None:
+        psi_rows = df[df[check] == "psi"] if check is not None else df
+        if len(psi_rows):
+            facts["max_psi"] = float(psi_rows[value].max())
+        sort = [c for c in (breach, value) if c]
+        df = df.sort_values(sort, ascending=False)
+    if check is not None and value is not None and (df[check] == "auc_drop").any():
+        auc = df[df[check] == "auc_drop"].iloc[0]
+        facts["auc_detail"] = str(auc.get("detail", ""))
+    keep = [c for c in df.columns if c not in ("as_of",)]
+    chart = ""
+    if check is not None and value is not None and "feature" in df.columns:
+        psi_rows = df[(df[check] == "psi") & df["feature"].notna()].head(20)
+        if len(psi_rows):
+            threshold = float(psi_rows["threshold"].iloc[0]) if "threshold" in psi_rows else 0.2
+            colors = [RED if b else BLUE for b in (psi_rows[breach] if breach else [False] * len(psi_rows))]
+            fig, ax = plt.subplots(figsize=(8, 0.25 * len(psi_rows) + 1.2))
+            labels = (psi_rows["model"].astype(str) + ": " + psi_rows["feature"].astype(str)).tolist()
+            ax.barh(labels[::-1], psi_rows[value].tolist()[::-1], color=colors[::-1])
+            ax.axvline(threshold, color=GREY, linestyle="--", label=f"threshold {threshold}")
+            ax.set_title("PSI per feature (red: alarm)")
+            ax.legend(fontsize=8)
+            chart = img(fig, "psi per feature")
+    body = f"<p><b>{esc(status)}</b>" + (f"; largest PSI {facts['max_psi']:.3f}" if "max_psi" in facts else "") + \
+        "</p>" + chart + html_table(df[keep], 20, 3)
+    md = [f"- Drift: {status}" + (f" (largest PSI {facts['max_psi']:.3f})" if "max_psi" in facts else "")]
+    return Section("drift", title, body, md, facts)
+
+
+def actions(con) -> Section:
+    title = "Retention actions"
+    cols = table_columns(con, "retention_actions")
+    if not cols:
+        return missing_section("actions", title, "retention_actions", "")
+    by_band = con.execute(
+        """SELECT coalesce(risk_band, '(no score)') AS risk_band, count(*) AS customers,
+                  count(*) FILTER (contact) AS contacted, count(*) FILTER (control_group) AS control,
+                  sum(value_at_risk) AS value_at_risk, any_value(action) FILTER (contact) AS action
+           FROM retention_actions GROUP BY 1
+           ORDER BY CASE any_value(risk_band) WHEN 'High' THEN 0 WHEN 'Medium' THEN 1 ELSE 2 END"""
+    ).df()
+    top = con.execute(
+        """SELECT priority, customer_id, country, segment, tier, risk_band, churn_probability, clv_12m,
+                  value_at_risk, reason_1 FROM retention_actions WHERE contact ORDER BY priority LIMIT 10"""
+    ).df()
+    outbox = ""
+    if table_exists(con, "notification_outbox"):
+        counts = con.execute(
+            "SELECT channel, delivery_status, count(*) AS messages FROM notification_outbox GROUP BY ALL ORDER BY 1, 2"
+        ).df()
+        outbox = "<h3>Notification outbox</h3>" + html_table(counts, 10)
+    facts = {"by_band": by_band.to_dict("records"), "top": top.head(3).to_dict("records")}
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.bar(by_band["risk_band"], by_band["value_at_risk"].fillna(0), color=RED)
+    ax.set_title("Value at risk (churn probability x 12-month CLV) by risk band")
+    body = img(fig, "value at risk") + html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3) + outbox
+    return Section("actions", title, body, [], facts)
+
+
+ALL_SECTIONS = [kpis, sales_trend, top_products, revenue_by_region, segments, cohorts, churn,
+                clv_deciles, bundles, drift, actions]

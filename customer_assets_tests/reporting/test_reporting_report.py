@@ -1,0 +1,163 @@
+"""The HTML report and the regional extracts on hand-made tables (the warehouse SQL is the real one)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "actions"))
+from handmade import N, cid, country, write_upstream  # noqa: E402
+
+from customer_assets.actions import ASSETS as ACTION_ASSETS  # noqa: E402
+from customer_assets.actions import retention as rt  # noqa: E402
+from customer_assets.actions.notifier import Notifier  # noqa: E402
+from customer_assets.customers.cohorts import cohort_retention_sql  # noqa: E402
+from customer_assets.reporting import ASSETS, CHECKS  # noqa: E402
+from customer_assets.reporting import extracts as ex  # noqa: E402
+from customer_assets.reporting import report as rp  # noqa: E402
+from customer_assets.warehouse.star import STAR_SQL  # noqa: E402
+
+
+def _write_df(con, name, df):
+    con.register("__df", df)
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM __df")
+    con.unregister("__df")
+
+
+def write_report_inputs(con):
+    write_upstream(con)
+    for name in ("sales_trends", "top_products", "revenue_by_region"):
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS {STAR_SQL[name]}")
+    as_of = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    con.execute(f"CREATE OR REPLACE TABLE cohort_retention AS {cohort_retention_sql(as_of)}")
+    _write_df(con, "retention_actions", rt.build_retention_actions(rt.gather_inputs(con).frame, 0.1, "2011-W49"))
+    _write_df(con, "association_rules", pd.DataFrame({
+        "antecedent_names": ["Product 0", "Product 1"], "consequent_names": ["Product 1", "Product 2"],
+        "support": [0.4, 0.2], "confidence": [0.6, 0.5], "lift": [1.5, 2.5], "both_orders": [20, 10],
+    }))
+    _write_df(con, "drift_report", pd.DataFrame({
+        "model": ["churn_model", "churn_model", "churn_model"], "model_version": [1, 1, 1],
+        "check_name": ["psi", "psi", "auc_drop"], "feature": ["recency_days", "monetary", None],
+        "value": [0.35, 0.05, 0.02], "threshold": [0.2, 0.2, 0.1], "breached": [True, False, False],
+        "exempt": [False, False, False], "detail": ["", "", "AUC 0.75 vs 0.76"], "as_of": ["2011-12-09"] * 3,
+    }))
+
+
+def test_full_report_known_numbers_and_self_contained(con, tmp_path):
+    write_report_inputs(con)
+    report = rp.build_report(con)
+    missing = {s.key: s.missing for s in report["sections"] if s.missing}
+    assert missing == {}
+    path = rp.write_report(report, tmp_path / "reports")
+    text = path.read_text()
+    assert not re.findall(rp.EXTERNAL_REF, text, flags=re.IGNORECASE)
+    assert text.count("src='data:image/png;base64,") == 9  # every section but KPIs and bundles
+    revenue = con.execute("SELECT sum(line_total) FROM cleaned_transactions").fetchone()[0]
+    assert f"£{revenue:,.0f}" in text and f"£{revenue:,.0f}" in report["markdown"]
+    # Drift: the one breached PSI row is reported as an alarm.
+    assert "1 drift alarm(s)" in text
+    # Upsell target: among the growth segments, the largest customers x average spend. In the
+    # hand-made data that is Potential Loyalist (i%5==4: monetary 100+7i, i = 4, 9, ..., 39).
+    pl = [100 + 7 * i for i in range(N) if i % 5 == 4]
+    lc = [100 + 7 * i for i in range(N) if i % 5 == 1]
+    assert sum(pl) > sum(lc)
+    upsell = [r for r in report["recommendations"] if r.startswith("Upsell")]
+    assert upsell and f"**Potential Loyalist**: {len(pl)} customers averaging £{sum(pl) / len(pl):,.0f}" in upsell[0]
+    assert any(r.startswith("Win back") for r in report["recommendations"])
+    assert any(r.startswith("Cohorts") for r in report["recommendations"])
+    assert "Strategic recommendations" in text and "### Recommendations" in report["markdown"]
+
+
+def test_every_section_degrades_with_a_note(con, tmp_path):
+    report = rp.build_report(con)  # an empty warehouse
+    assert all(s.missing for s in report["sections"])
+    assert "cleaned_transactions is not in the warehouse" in report["html"]
+    assert "churn_scores is not in the warehouse" in report["html"]
+    assert report["recommendations"] == []
+    write_upstream(con)
+    con.execute("CREATE TABLE sales_trends AS SELECT 1 AS x")  # wrong shape
+    report = rp.build_report(con)
+    status = {s.key: s.missing for s in report["sections"]}
+    assert status["kpis"] is None and status["segments"] is None and status["churn"] is None
+    assert "no date/revenue column" in status["sales_trend"]
+    assert "drift_report is not in the warehouse" in status["drift"]
+    rp.write_report(report, tmp_path)
+
+
+def test_recommendations_are_written_from_the_numbers():
+    found = {
+        "segments": {"segments": [
+            {"segment": "Champions", "customers": 100, "avg_revenue": 5000.0, "revenue": 500000.0},
+            {"segment": "Loyal Customers", "customers": 300, "avg_revenue": 1000.0, "revenue": 300000.0},
+            {"segment": "Potential Loyalist", "customers": 200, "avg_revenue": 400.0, "revenue": 80000.0},
+            {"segment": "At Risk", "customers": 50, "avg_revenue": 800.0, "revenue": 40000.0},
+        ]},
+        "cohorts": {"m1": 20.0, "m3": 18.0, "m6": 17.0, "scale": 100.0},
+        "revenue_by_region": {"top_region": "United Kingdom", "top_region_share": 0.82, "regions": 37},
+    }
+    recs = rp.recommendations(found)
+    assert recs[0].startswith("Upsell **Loyal Customers**: 300 customers averaging £1,000")
+    assert "about £60,000" in recs[0]  # 0.1 x 300 x (5000 - 1000) / 2
+    assert recs[1].startswith("Win back: 50 customers in At Risk spent £40,000")
+    assert "only 20% of new customers" in recs[2] and "second-purchase offer" in recs[2]
+    assert "flattens after month 3" in recs[2]
+    assert "United Kingdom brings 82%" in recs[3]
+    assert rp.recommendations({}) == []
+
+
+def test_regional_extracts_hold_only_their_region(con, tmp_path):
+    write_upstream(con)
+    _write_df(con, "retention_actions", rt.build_retention_actions(rt.gather_inputs(con).frame, 0.1, "W"))
+    out = tmp_path / "regions"
+    out.mkdir()
+    (out / "stale_region.csv").write_text("customer_id\nX\n")
+    table, notes = ex.write_regional_extracts(con, out, None)
+    assert sorted(table["region"]) == ["France", "Germany", "United Kingdom"]
+    assert dict(zip(table["region"], table["row_count"])) == {"United Kingdom": 20, "France": 10, "Germany": 10}
+    assert not (out / "stale_region.csv").exists() and not (out / ".building").exists()
+    for r in table.itertuples():
+        df = pd.read_csv(r.path, dtype={"customer_id": str})
+        assert set(df["country"]) == {r.region}
+        assert sorted(df["customer_id"]) == sorted(cid(i) for i in range(N) if country(i) == r.region)
+        assert {"churn_probability", "clv_12m", "control_group", "action"} <= set(df.columns)
+
+    table, notes = ex.write_regional_extracts(con, out, " France , Narnia,France")
+    assert table["region"].tolist() == ["France", "Narnia"]
+    assert table["row_count"].tolist() == [10, 0] and pd.isna(table["path"].iloc[1])
+    assert any("Narnia" in n for n in notes)
+    assert sorted(p.name for p in out.glob("*.csv")) == ["france.csv"]
+    assert ex.region_slug("Channel Islands") == "channel_islands" and ex.region_slug("RSA/EIRE") == "rsa_eire"
+
+
+def test_extracts_without_country_or_actions(con, tmp_path):
+    table, notes = ex.write_regional_extracts(con, tmp_path, None)
+    assert table.empty and "retention_actions does not exist" in notes[0]
+    _write_df(con, "retention_actions", pd.DataFrame({"customer_id": ["1"], "country": [None]}).astype(object))
+    table, notes = ex.write_regional_extracts(con, tmp_path, None)
+    assert table.empty and "no customer has a country" in notes[0]
+
+
+def test_reporting_assets_materialize(tmp_path, resources_for):
+    resources = {**resources_for(tmp_path, regions="Germany,France"), "notifier": Notifier()}
+    c = duckdb.connect(resources["duckdb"].database)
+    write_report_inputs(c)
+    c.close()
+    result = dg.materialize(ACTION_ASSETS + ASSETS + CHECKS, resources=resources,
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 2 and all(e.passed for e in checks)
+    report = Path(tmp_path / "reports" / "customer_report.html")
+    assert report.exists() and "Retention actions" in report.read_text()
+    meta = result.asset_materializations_for_node("customer_report")[0].metadata
+    assert meta["sections_available"].value == "11 of 11"
+    assert "Recommendations" in meta["summary"].value
+    ext = result.asset_materializations_for_node("regional_extracts")[0].metadata
+    assert ext["files"].value == 2 and ext["customers_in_extracts"].value == 20
+    assert sorted(p.name for p in (tmp_path / "reports" / "regions").glob("*.csv")) == ["france.csv", "germany.csv"]
+    json.dumps({k: str(v.value) for k, v in meta.items()})
