@@ -212,16 +212,20 @@ def available_optional_features(con: duckdb.DuckDBPyConnection, source_table: st
     return [name for name, fields in OPTIONAL_FEATURES.items() if all(have[f] for f in fields)]
 
 
+def features_query(con: duckdb.DuckDBPyConnection, snapshot_date) -> str:
+    """`customer_features_sql` with the optional features and return rate this warehouse supports."""
+    if not table_exists(con, "cleaned_transactions"):
+        raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
+    return customer_features_sql(
+        snapshot_date,
+        optional=available_optional_features(con),
+        with_returns=table_exists(con, "quarantined_transactions"),
+    )
+
+
 def compute_customer_features(con: duckdb.DuckDBPyConnection, snapshot_date) -> pd.DataFrame:
     """One row per customer with >= 1 cleaned order on or before `snapshot_date`.
 
     Columns: customer_id, snapshot_date, FEATURE_COLUMNS, then available optional features.
     """
-    if not table_exists(con, "cleaned_transactions"):
-        raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
-    sql = customer_features_sql(
-        snapshot_date,
-        optional=available_optional_features(con),
-        with_returns=table_exists(con, "quarantined_transactions"),
-    )
-    return con.execute(sql).df()
+    return con.execute(features_query(con, snapshot_date)).df()

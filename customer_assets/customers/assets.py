@@ -1,0 +1,291 @@
+"""Customer stage assets (group "customers"): thin glue around features / rfm / personas / loyalty /
+cohorts. Every customer table carries snapshot_date (= as_of) and has one row per customer with a
+cleaned order on or before it (checked by `one_row_per_customer` checks in checks.py)."""
+
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.common.db import replace_table, resolve_as_of, table_exists
+from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
+from customer_assets.common.plotting import plt
+from customer_assets.customers import cohorts, loyalty, personas, rfm
+from customer_assets.customers.features import (
+    FEATURE_COLUMNS,
+    OPTIONAL_FEATURES,
+    available_optional_features,
+    features_query,
+)
+from customer_assets.registry import register_model
+from customer_assets.resources import ModelStore
+from customer_assets.settings import AnalyticsSettings
+
+GROUP = "customers"
+
+
+def read_features(con) -> pd.DataFrame:
+    if not table_exists(con, "customer_features"):
+        raise ValueError("customer_features does not exist: materialize it first")
+    df = con.execute("SELECT * FROM customer_features ORDER BY customer_id").df()
+    if df.empty:
+        raise ValueError("customer_features is empty: no customer has a cleaned order up to as_of")
+    return df
+
+
+def snapshot_of(features: pd.DataFrame):
+    return pd.Timestamp(features["snapshot_date"].iloc[0]).date()
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    deps=["cleaned_transactions", "quarantined_transactions"],
+    description="One row per customer as of as_of: RFM, engagement, windowed spend, spend trend, return "
+    "rate and (when mapped) price / discount / store features, from the shared snapshot feature "
+    "function customer_assets.customers.features.compute_customer_features (also used by churn and LTV).",
+)
+def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        as_of = resolve_as_of(con, settings.as_of_date())
+        replace_table(con, "customer_features", features_query(con, as_of))
+        df = con.execute("SELECT * FROM customer_features").df()
+        optional = available_optional_features(con)
+        skipped = {
+            name: f"needs {', '.join(fields)} (not mapped / all empty)"
+            for name, fields in OPTIONAL_FEATURES.items() if name not in optional
+        }
+        returns_note = (
+            "from quarantined_transactions (reason = 'cancellation')"
+            if table_exists(con, "quarantined_transactions")
+            else "0: quarantined_transactions does not exist"
+        )
+        cols = FEATURE_COLUMNS + optional
+        summary = df[cols].describe(percentiles=[0.25, 0.5, 0.75]).T.reset_index(names="feature")
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+        for ax, col in zip(axes, ["recency_days", "frequency", "monetary"]):
+            ax.hist(np.log1p(df[col]), bins=40, color="#3b75af")
+            ax.set_title(f"log(1 + {col})")
+            ax.set_ylabel("customers")
+        fig.suptitle(f"Customer features as of {as_of}")
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "customer_features", order_by="monetary DESC"),
+                "as_of": dg.MetadataValue.text(str(as_of)),
+                "features": dg.MetadataValue.json(cols),
+                "optional_features_skipped": dg.MetadataValue.json(skipped),
+                "return_rate_source": dg.MetadataValue.text(returns_note),
+                "summary": dg.MetadataValue.md(df_to_markdown(summary, max_rows=len(summary))),
+                "distributions": dg.MetadataValue.md(fig_to_md(fig, "feature distributions")),
+            }
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "pandas"},
+    pool="duckdb",
+    deps=["customer_features"],
+    description="RFM quintile scores (1-5, R reversed, tie-aware ranks) and exactly one segment per customer "
+    "from the rule table customer_assets.customers.rfm.SEGMENT_RULES (first match wins). Price Sensitive "
+    "uses price_index (paid vs each product's median price) when the source has prices.",
+)
+def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        features = read_features(con)
+        has_price = "price_index" in features.columns
+        out = rfm.compute_rfm(features, settings.price_sensitive_index if has_price else None)
+        out.insert(1, "snapshot_date", snapshot_of(features))
+        replace_table(con, "rfm_segments", out)
+        summary = rfm.segment_summary(out)
+        validation = rfm.champions_validation(out)
+        price_note = (
+            f"used: price_index <= {settings.price_sensitive_index} (paid on average at least "
+            f"{100 * (1 - settings.price_sensitive_index):.0f}% below each product's median unit price); "
+            f"{int((out['segment'] == 'Price Sensitive').sum())} customers"
+            if has_price
+            else "not used: the source has no product_id / quantity / unit_price, so there is no price signal"
+        )
+        fig, ax1 = plt.subplots(figsize=(10, 4))
+        x = np.arange(len(summary))
+        ax1.bar(x - 0.2, summary["customer_share"] * 100, 0.4, label="% of customers", color="#3b75af")
+        ax1.bar(x + 0.2, summary["revenue_share"] * 100, 0.4, label="% of revenue", color="#ef8636")
+        ax1.set_xticks(x, summary["segment"], rotation=35, ha="right")
+        ax1.set_ylabel("%")
+        ax1.legend()
+        ax1.set_title("RFM segments: share of customers and of revenue")
+        rules = rfm.SEGMENT_RULES.assign(
+            price_sensitive=rfm.SEGMENT_RULES["price_sensitive"].map({True: "yes", None: "any"}).fillna("any")
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "rfm_segments", order_by="monetary DESC"),
+                "segments": dg.MetadataValue.md(df_to_markdown(summary, max_rows=20)),
+                "segment_sizes": dg.MetadataValue.json(dict(zip(summary["segment"], map(int, summary["customers"])))),
+                "segment_chart": dg.MetadataValue.md(fig_to_md(fig, "segments")),
+                "rule_table": dg.MetadataValue.md(df_to_markdown(rules, max_rows=20)),
+                "price_sensitive": dg.MetadataValue.text(price_note),
+                "champions_validation": dg.MetadataValue.json(validation),
+            }
+        )
+
+
+def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> str:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    ks = sorted(result.silhouettes)
+    a1.plot(ks, [result.silhouettes[k] for k in ks], marker="o")
+    a1.axvline(result.k, color="grey", ls="--")
+    a1.set_xlabel("k")
+    a1.set_ylabel("mean silhouette (sample)")
+    a1.set_title(f"k chosen by silhouette: {result.k}")
+    for c, g in result.assignments.groupby("cluster"):
+        idx = g.index
+        a2.scatter(features.loc[idx, "recency_days"] + 1, features.loc[idx, "monetary"], s=4, alpha=0.5,
+                   label=result.model.names[c])
+    a2.set_xscale("log")
+    a2.set_yscale("log")
+    a2.set_xlabel("1 + recency_days")
+    a2.set_ylabel("monetary")
+    a2.legend(fontsize=7, markerscale=3)
+    a2.set_title("Personas")
+    return fig_to_md(fig, "personas")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "scikitlearn"},
+    pool="duckdb",
+    deps=["customer_features"],
+    description="K-Means personas on scaled (log1p where skewed) RFM and engagement features, k chosen by "
+    "silhouette over persona_k_min..persona_k_max; clusters named from their profile. The scaler + "
+    "model are registered as `persona_kmeans` in the model registry.",
+)
+def customer_personas(
+    duckdb: DuckDBResource, settings: AnalyticsSettings, model_store: ModelStore
+) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        features = read_features(con)
+        snap = snapshot_of(features)
+        if len(features) <= settings.persona_k_min:
+            out = pd.DataFrame({"customer_id": features["customer_id"], "snapshot_date": snap,
+                                "cluster": -1, "persona": "Unclustered (too few customers)"})
+            replace_table(con, "customer_personas", out)
+            return dg.MaterializeResult(metadata={
+                **table_metadata(con, "customer_personas"),
+                "skipped": dg.MetadataValue.text(
+                    f"{len(features)} customers: K-Means needs more than k_min={settings.persona_k_min}; "
+                    "every customer is 'Unclustered' and no model is registered"),
+            })
+        result = personas.fit_personas(
+            features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample
+        )
+        out = result.assignments.copy()
+        out.insert(1, "snapshot_date", snap)
+        replace_table(con, "customer_personas", out)
+        metrics = {"silhouette": result.silhouettes[result.k], "k": result.k,
+                   "silhouette_by_k": result.silhouettes, "customers": len(out)}
+        reg = register_model(
+            con, model_store.models_path(), "persona_kmeans", result.model,
+            metrics=metrics, features=result.model.features, selection_metric="silhouette",
+            train_window=(snap - dt.timedelta(days=int(features["tenure_days"].max())), snap), eval_window=(snap, snap),
+            tolerance=settings.promotion_tolerance,
+        )
+        sil = pd.DataFrame({"k": list(result.silhouettes), "silhouette": list(result.silhouettes.values())})
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "customer_personas"),
+                "k": dg.MetadataValue.int(result.k),
+                "silhouette": dg.MetadataValue.float(result.silhouettes[result.k]),
+                "silhouette_by_k": dg.MetadataValue.md(df_to_markdown(sil)),
+                "cluster_profiles": dg.MetadataValue.md(df_to_markdown(result.profile, max_rows=20)),
+                "centroids": dg.MetadataValue.md(df_to_markdown(result.model.centroids(), max_rows=20)),
+                "persona_sizes": dg.MetadataValue.json(
+                    {r.persona: int(r.customers) for r in result.profile.itertuples()}),
+                "model_version": dg.MetadataValue.int(reg.version),
+                "model_status": dg.MetadataValue.text(f"{reg.status}: {reg.message}"),
+                "plots": dg.MetadataValue.md(_persona_plots(result, features)),
+            }
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    deps=["customer_features", "cleaned_transactions"],
+    description="Loyalty tiers ranked by qualifying spend (last loyalty_window_days before as_of): top "
+    "loyalty_platinum_share Platinum, next Gold, next Silver, rest (and anyone without qualifying spend) "
+    "Bronze, with the seed's rewards (settings.LOYALTY_REWARDS).",
+)
+def loyalty_tiers(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        features = read_features(con)
+        snap = snapshot_of(features)
+        spend = con.execute(loyalty.qualifying_spend_sql(snap, settings.loyalty_window_days)).df()
+        tiers = loyalty.assign_tiers(
+            spend, settings.loyalty_platinum_share, settings.loyalty_gold_share, settings.loyalty_silver_share
+        )
+        tiers = tiers.merge(features[["customer_id", "monetary"]], on="customer_id", how="inner", validate="1:1")
+        tiers.insert(1, "snapshot_date", snap)
+        tiers = tiers[["customer_id", "snapshot_date", "tier", "reward", "qualifying_spend", "value_rank", "monetary"]]
+        replace_table(con, "loyalty_tiers", tiers)
+        summary = (
+            tiers.groupby("tier")
+            .agg(customers=("customer_id", "size"), median_monetary=("monetary", "median"),
+                 median_qualifying_spend=("qualifying_spend", "median"), revenue=("monetary", "sum"))
+            .reindex(loyalty.TIERS).dropna(how="all").reset_index()
+        )
+        summary["share"] = summary["customers"] / len(tiers)
+        summary["reward"] = summary["tier"].map(dict(zip(tiers["tier"], tiers["reward"])))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.bar(summary["tier"], summary["median_monetary"], color=["#8c8c8c", "#d4af37", "#c0c0c0", "#cd7f32"][: len(summary)])
+        ax.set_yscale("log")
+        ax.set_ylabel("median monetary (log)")
+        for i, r in enumerate(summary.itertuples()):
+            ax.text(i, r.median_monetary, f"{r.customers} ({r.share:.0%})", ha="center", va="bottom", fontsize=8)
+        ax.set_title("Loyalty tiers: median spend and size")
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "loyalty_tiers", order_by="value_rank"),
+                "tiers": dg.MetadataValue.md(df_to_markdown(summary)),
+                "tier_median_monetary": dg.MetadataValue.json(
+                    {r.tier: float(r.median_monetary) for r in summary.itertuples()}),
+                "rule": dg.MetadataValue.text(
+                    f"rank by spend in the {settings.loyalty_window_days} days up to {snap}; top "
+                    f"{settings.loyalty_platinum_share:.0%} Platinum, next {settings.loyalty_gold_share:.0%} Gold, "
+                    f"next {settings.loyalty_silver_share:.0%} Silver, rest Bronze; no qualifying spend = Bronze"),
+                "chart": dg.MetadataValue.md(fig_to_md(fig, "tiers")),
+            }
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    deps=["cleaned_transactions"],
+    description="Monthly acquisition cohorts (first purchase month) x months since acquisition: cohort size, "
+    "active customers, retention % and revenue, zero months included; heatmap in the metadata.",
+)
+def cohort_retention(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        as_of = resolve_as_of(con, settings.as_of_date())
+        replace_table(con, "cohort_retention", cohorts.cohort_retention_sql(as_of))
+        df = con.execute("SELECT * FROM cohort_retention ORDER BY cohort_month, months_since_acquisition").df()
+        m1 = df[df["months_since_acquisition"] == 1]
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "cohort_retention", order_by="cohort_month, months_since_acquisition"),
+                "as_of": dg.MetadataValue.text(str(as_of)),
+                "cohorts": dg.MetadataValue.int(int(df["cohort_month"].nunique())),
+                "mean_month1_retention_pct": dg.MetadataValue.float(
+                    float(m1["retention_pct"].mean()) if len(m1) else 0.0),
+                "heatmap": dg.MetadataValue.md(fig_to_md(cohorts.heatmap(df), "cohort retention heatmap")),
+            }
+        )
+
+
+ASSETS = [customer_features, rfm_segments, customer_personas, loyalty_tiers, cohort_retention]
