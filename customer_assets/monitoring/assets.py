@@ -39,14 +39,15 @@ def psi_chart(psi, threshold: float) -> str:
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_xlabel("PSI (clipped at 2; grey = exempt, red = breach)")
     ax.legend(loc="lower right")
-    ax.set_title("Feature drift vs the champion's training reference")
+    ax.set_title("Feature drift vs the champion's deployment population")
     return fig_to_md(fig, "PSI per feature")
 
 
 def psi_markdown(psi) -> str:
     if psi is None or len(psi) == 0:
         return "_(no PSI computed)_"
-    cols = ["model", "model_version", "feature", "psi", "breached", "exempt", "current_n", "note"]
+    cols = ["model", "model_version", "feature", "psi", "breached", "exempt", "psi_vs_training", "baseline",
+            "current_n", "note"]
     return df_to_markdown(psi.sort_values("psi", ascending=False)[cols], max_rows=60)
 
 
@@ -74,7 +75,7 @@ def drift_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
         as_of = resolve_as_of(con, settings.as_of_date())
         result = build_drift_report(
             con, as_of, settings.horizon_days, settings.psi_threshold, settings.auc_drop_threshold,
-            exempt=exempt_set(settings),
+            exempt=exempt_set(settings), bins=settings.psi_bins,
         )
         replace_table(con, "drift_report", result.table[REPORT_COLUMNS])
         base_md = table_metadata(con, "drift_report", preview_rows=60,

@@ -2,7 +2,10 @@
 
 PSI: for every registered model that stores a reference distribution (churn_model, ltv_xgb), the
 current scoring features (the model's own feature function at as_of) are binned on the reference
-quantile bins and compared with the reference shares (see psi.py).
+quantile bins of, and compared with, the deployment baseline: the population the champion scored
+when it was trained (the features at the data end the champion saw). The stored training shares come from stacked past snapshots; on a short
+history they differ from today's population by construction (measured in docs/monitoring.md), so
+PSI against them is reported (psi_vs_training) but does not trigger.
 
 AUC decay: the churn champion scores the customers as they were at as_of - horizon (the latest
 snapshot whose label window (as_of - horizon, as_of] has fully matured), the ROC AUC against who
@@ -25,10 +28,10 @@ import pandas as pd
 
 from customer_assets.common.db import table_exists
 from customer_assets.monitoring.psi import psi_table
-from customer_assets.registry import ArtifactError, current_champion, load_model
+from customer_assets.registry import ArtifactError, current_champion, load_model, reference_distribution
 
 REPORT_COLUMNS = ["model", "model_version", "check_name", "feature", "value", "threshold", "breached",
-                  "exempt", "detail", "as_of"]
+                  "exempt", "psi_vs_training", "baseline", "detail", "as_of"]
 
 # model name -> "module:function" computing its scoring features: f(con, snapshot_date) -> DataFrame
 MODEL_FEATURE_FRAMES = {
@@ -103,9 +106,34 @@ def data_fingerprint(con) -> str:
     return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
 
 
+def baseline_as_of(con, champion: dict, as_of: dt.date) -> Optional[dt.date]:
+    """The data end the champion was trained on: the latest order date among the files that were
+    ingested before it was registered (ingested_files.loaded_at <= model_registry.trained_at).
+    None when that cannot be told (no ingested_files, e.g. hand-made data)."""
+    if not (table_exists(con, "ingested_files") and champion.get("trained_at") is not None):
+        return None
+    d = con.execute(
+        """SELECT max(c.order_date) FROM cleaned_transactions c
+           JOIN ingested_files f ON f.path = c.source_file
+           WHERE f.loaded_at <= ?""",
+        [pd.Timestamp(champion["trained_at"]).to_pydatetime()],
+    ).fetchone()[0]
+    return None if d is None else min(d, as_of)
+
+
 def model_psi(con, name: str, as_of: dt.date, exempt: set,
-              feature_frame: Optional[Callable] = None) -> tuple[pd.DataFrame, Optional[str]]:
-    """PSI of every feature of `name`'s champion at as_of. Returns (rows, note-if-skipped)."""
+              feature_frame: Optional[Callable] = None, bins: int = 10) -> tuple[pd.DataFrame, Optional[str]]:
+    """PSI of every feature of `name`'s champion at as_of. Returns (rows, note-if-skipped).
+
+    Two PSI columns:
+    - psi (the trigger): current features vs the deployment baseline, the population the champion
+      scored when it was trained (features at baseline_as_of), in `bins` quantile bins of that
+      baseline (registry.reference_distribution, the same binning the registry uses). Falls back
+      to the stored training reference when the baseline date cannot be told.
+    - psi_vs_training: current features vs the reference stored in the registry at training
+      (stacked training snapshots; informational: on a short history it differs from today's
+      population by construction, see docs/monitoring.md).
+    """
     champion = current_champion(con, name)
     if champion is None:
         return pd.DataFrame(), f"{name}: no champion in model_registry (train it first)"
@@ -117,7 +145,16 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
         return pd.DataFrame(), f"{name}: no feature function known to compute its current features"
     features = list(champion.get("features") or ref.keys())
     current = fn(con, as_of)
-    t = psi_table(ref, current, features)
+    vs_training = psi_table(ref, current, features)
+    base_date = baseline_as_of(con, champion, as_of)
+    if base_date is None:
+        t = vs_training.copy()
+        t["baseline"] = "training reference (deployment date unknown)"
+    else:
+        base_frame = current if base_date == as_of else fn(con, base_date)
+        t = psi_table(reference_distribution(base_frame, features, bins), current, features)
+        t["baseline"] = f"population at {base_date}"
+    t["psi_vs_training"] = vs_training["psi"].to_numpy()
     t.insert(0, "model_version", int(champion["version"]))
     t.insert(0, "model", name)
     t["exempt"] = t["feature"].isin(exempt)
@@ -177,18 +214,19 @@ def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50
 def build_drift_report(con, as_of: dt.date, horizon_days: int, psi_threshold: float,
                        auc_drop_threshold: float, exempt: set = frozenset(),
                        models: tuple = ("churn_model", "ltv_xgb"), feature_frames: Optional[dict] = None,
-                       labels: Optional[Callable] = None) -> DriftResult:
+                       labels: Optional[Callable] = None, bins: int = 10) -> DriftResult:
     """`feature_frames` / `labels` override the stage functions (name -> f(con, snapshot))."""
     feature_frames = feature_frames or {}
     notes, frames = [], []
     for name in models:
-        t, note = model_psi(con, name, as_of, set(exempt), feature_frames.get(name))
+        t, note = model_psi(con, name, as_of, set(exempt), feature_frames.get(name), bins)
         if note:
             notes.append(note)
         if len(t):
             frames.append(t)
     psi = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["model", "model_version", "feature", "psi", "reference_n", "current_n", "note", "exempt"])
+        columns=["model", "model_version", "feature", "psi", "reference_n", "current_n", "note", "baseline",
+                 "psi_vs_training", "exempt"])
     psi["breached"] = (psi["psi"] > psi_threshold) & ~psi["exempt"].astype(bool)
     auc = champion_auc(con, as_of, horizon_days, feature_frame=feature_frames.get("churn_model"), labels=labels)
     if auc["status"] != "ok":
@@ -198,13 +236,14 @@ def build_drift_report(con, as_of: dt.date, horizon_days: int, psi_threshold: fl
     rows = [
         {"model": r.model, "model_version": int(r.model_version), "check_name": "psi", "feature": r.feature,
          "value": r.psi, "threshold": psi_threshold, "breached": bool(r.breached), "exempt": bool(r.exempt),
+         "psi_vs_training": r.psi_vs_training, "baseline": r.baseline,
          "detail": r.note or f"reference n={r.reference_n}, current n={r.current_n}", "as_of": as_of}
         for r in psi.itertuples()
     ]
     rows.append({
         "model": "churn_model", "model_version": auc["model_version"], "check_name": "auc_drop", "feature": None,
         "value": auc["relative_drop"], "threshold": auc_drop_threshold, "breached": bool(auc_breached),
-        "exempt": False,
+        "exempt": False, "psi_vs_training": None, "baseline": auc.get("window"),
         "detail": (f"AUC {auc['current_auc']:.4f} ({auc['window']}, n={auc['n']}) vs {auc['training_auc']:.4f} "
                    f"at training" if auc["status"] == "ok" else f"skipped: {auc['note']}"),
         "as_of": as_of,

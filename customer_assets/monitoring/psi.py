@@ -83,3 +83,4 @@ def psi_table(reference_distribution: dict, current: pd.DataFrame, features: lis
         rows.append({"feature": f, "psi": r["psi"], "reference_n": int(ref.get("n") or 0),
                      "current_n": r["current_n"], "note": r["note"]})
     return pd.DataFrame(rows, columns=["feature", "psi", "reference_n", "current_n", "note"])
+

@@ -110,3 +110,47 @@ def test_exempt_feature_is_reported_but_does_not_breach(db, tmp_path):
     assert psi.loc["tenure_days", "psi"] > 0.2 and psi.loc["tenure_days", "exempt"]
     assert not psi.loc["tenure_days", "breached"]
     assert "tenure_days" not in r.reason(0.2, 0.1)
+
+
+def _retail_csv(path, rows):
+    lines = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"]
+    lines += [f"{o},P1,THING,{q},{d} 10:00:00,{p},{c},United Kingdom" for o, q, d, p, c in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_deployment_baseline_is_the_data_the_champion_was_trained_on(tmp_path, con):
+    """PSI compares today's features with the population at the data end the champion was trained
+    on (files ingested before it was registered), in the registry's reference bins."""
+    from pathlib import Path
+
+    from customer_assets.ingestion.pipeline import ingest
+    from customer_assets.monitoring.drift import baseline_as_of, model_psi
+
+    mapping = str(Path(__file__).resolve().parents[2] / "data" / "online_retail_mapping.json")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    base = [(f"5{i}{k}", 2, f"2011-0{1 + k}-{10 + i % 9}", 5.0 + i % 4, 1000 + i) for i in range(30) for k in range(3)]
+    _retail_csv(tmp_path / "base.csv", base)
+    ingest(con, str(tmp_path / "base.csv"), mapping, str(landing))
+    base_end = dt.date(2011, 3, 18)
+    assert con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0] == base_end
+    # training reference from an earlier snapshot (like stacked training snapshots): 1 order each
+    ref = reference_distribution(compute_customer_features(con, dt.date(2011, 1, 31)), FEATURES)
+    register_model(con, tmp_path / "models", "churn_model", {"features": FEATURES}, metrics={"roc_auc": 0.8},
+                   features=FEATURES, selection_metric="roc_auc", reference_distribution=ref)
+
+    t, note = model_psi(con, "churn_model", base_end, {"tenure_days"}, compute_customer_features)
+    t = t.set_index("feature")
+    assert note is None and t.loc["frequency", "baseline"] == f"population at {base_end}"
+    assert (t["psi"] == 0).all()  # nothing new since training: no drift, whatever the stacked reference says
+    assert t.loc["frequency", "psi_vs_training"] > 1  # 3 orders now vs 1 at the early snapshot
+
+    later = [(f"6{i}", 2, "2011-04-20", (5.0 + i % 4) * 3, 1000 + i) for i in range(30)]
+    _retail_csv(landing / "later.csv", later)
+    ingest(con, str(tmp_path / "base.csv"), mapping, str(landing))
+    from customer_assets.registry import current_champion
+
+    new_end = dt.date(2011, 4, 20)
+    assert baseline_as_of(con, current_champion(con, "churn_model"), new_end) == base_end
+    t2 = model_psi(con, "churn_model", new_end, {"tenure_days"}, compute_customer_features)[0].set_index("feature")
+    assert t2.loc["monetary", "psi"] > 0.2 and t2.loc["frequency", "psi"] > 0.2
