@@ -71,7 +71,9 @@ def parsed_select(m: Mapping, source_columns: list[str]) -> str:
     return ",\n".join([
         "source_file", "source_row", "malformed_line",
         col("customer_id", _id, "VARCHAR"),
-        col("order_id", _id, "VARCHAR"),
+        # Without an order id (one row per order), each source row is its own order.
+        col("order_id", _id, "VARCHAR") if "order_id" in c
+        else "left(source_sha256, 8) || ':' || CAST(source_row AS VARCHAR) AS order_id",
         f"{_timestamp(c['order_datetime'], m.date_format)} AS order_datetime",
         f"{_text(c['order_datetime'])} AS order_datetime_text",
         col("product_id", _text, "VARCHAR"),
@@ -129,8 +131,8 @@ def detail_case(m: Mapping) -> str:
 
     parts = {
         "malformed_row": "'the line could not be split into the header''s columns: ' || left(malformed_line, 200)",
-        "cancellation": f"{_sql_str(c['order_id'] + ' starts with ' + (m.cancellation_prefix or ''))} || ': ' || order_id",
-        "missing_order_id": _sql_str(f"{c['order_id']} is empty"),
+        "cancellation": f"{_sql_str(c.get('order_id', 'order id') + ' starts with ' + (m.cancellation_prefix or ''))} || ': ' || order_id",
+        "missing_order_id": _sql_str(f"{c.get('order_id', 'order id')} is empty"),
         "unparseable_date": f"{_sql_str(c['order_datetime'] + ' = ')} || coalesce(order_datetime_text, '(empty)') || "
         f"{_sql_str(' does not parse as a date' + (' with ' + m.date_format if m.date_format else '') + ' in 1970..2100')}",
         "missing_customer": _sql_str(f"{c['customer_id']} is empty"),

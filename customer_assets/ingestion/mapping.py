@@ -7,7 +7,8 @@ Flat form (the same the earlier analytics tools used):
      "cancellation_prefix": "C", "date_format": "%d/%m/%Y %H:%M", "non_product_codes": ["POST"]}
 
 Options (all optional): cancellation_prefix, date_format (strptime format), non_product_codes,
-delimiter (CSV; auto-detected when absent), encoding (CSV; UTF-8, falling back to latin-1 with a
+delimiter (CSV; auto-detected when absent; "whitespace" for runs of spaces/tabs), header (CSV;
+default true), column_names (names for a headerless file), encoding (CSV; UTF-8, falling back to latin-1 with a
 warning), sheet (Excel: a sheet name or list; default every sheet holding the mapped columns).
 """
 
@@ -22,6 +23,7 @@ from customer_assets.ingestion.schema import CANONICAL_FIELDS, REQUIRED_FIELDS
 
 OPTION_KEYS = (
     "cancellation_prefix", "date_format", "non_product_codes", "delimiter", "encoding", "sheet",
+    "header", "column_names",
 )
 
 
@@ -39,6 +41,8 @@ class Mapping:
     delimiter: Optional[str] = None
     encoding: Optional[str] = None
     sheet: Optional[object] = None
+    header: bool = True
+    column_names: Optional[list] = None
 
     def has(self, canonical: str) -> bool:
         return canonical in self.columns
@@ -96,6 +100,9 @@ def mapping_from_dict(raw: dict, path: str = "<mapping>") -> Mapping:
             raise MappingError(f"Column mapping {path}: {f} must be a column name (a string), got {v!r}")
         columns[f] = v
     missing = [f for f in REQUIRED_FIELDS if f not in columns]
+    if missing == ["order_id"] and "order_total" in columns:
+        # One row per order and no order id (e.g. CDNOW): each source row is its own order.
+        missing = []
     if missing:
         raise MappingError(
             f"Column mapping {path}: required canonical field(s) not mapped: {', '.join(missing)}. "
@@ -119,4 +126,14 @@ def mapping_from_dict(raw: dict, path: str = "<mapping>") -> Mapping:
         delimiter=raw.get("delimiter") or None,
         encoding=raw.get("encoding") or None,
         sheet=raw.get("sheet") or None,
+        header=bool(raw.get("header", True)),
+        column_names=_column_names(raw.get("column_names"), path),
     )
+
+
+def _column_names(value, path):
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MappingError(f"Column mapping {path}: column_names must be a list of strings")
+    return value

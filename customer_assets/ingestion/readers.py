@@ -142,7 +142,9 @@ def _read_parquet(con, path, sha, mapping, table):
 
 
 def _csv_options(mapping: Mapping, encoding: Optional[str]) -> str:
-    opts = ["all_varchar = true", "header = true", "store_rejects = true"]
+    opts = ["all_varchar = true", f"header = {'true' if mapping.header else 'false'}", "store_rejects = true"]
+    if mapping.column_names:
+        opts.append("names = [" + ", ".join(_sql_str(n) for n in mapping.column_names) + "]")
     if mapping.delimiter:
         opts.append("delim = " + _sql_str(mapping.delimiter))
     if encoding:
@@ -155,6 +157,8 @@ def _sql_str(s: str) -> str:
 
 
 def _read_csv(con, path, sha, mapping, table, info: FileRead):
+    if mapping.delimiter == "whitespace":
+        return _read_whitespace(con, path, sha, mapping, table)
     encoding = mapping.encoding
     try:
         bad_unicode_line = _read_csv_with(con, path, sha, mapping, table, encoding)
@@ -216,6 +220,32 @@ def _read_csv_with(con, path, sha, mapping, table, encoding):
     con.execute("DROP TABLE IF EXISTS __csv_read")
     _clear_rejects(con)
     return bad_unicode
+
+
+def _read_whitespace(con, path, sha, mapping, table):
+    """Columns separated by runs of spaces or tabs (fixed-width-ish exports such as CDNOW)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(
+            path, sep=r"\s+", header=0 if mapping.header else None, names=mapping.column_names,
+            dtype=str, encoding=mapping.encoding or "utf-8", encoding_errors="replace", engine="python",
+        )
+    except Exception as e:  # pandas raises several parser error types
+        raise IngestError(f"{path}: cannot be read as whitespace-separated text: {e}") from e
+    df.columns = [str(c) for c in df.columns]
+    mapping.check_columns(list(df.columns), path)
+    df = df.astype("string")
+    df.insert(0, "malformed_line", pd.Series([None] * len(df), dtype="string"))
+    df.insert(0, "source_row", range(1, len(df) + 1))
+    df.insert(0, "source_sha256", sha)
+    df.insert(0, "source_file", path)
+    con.register("__ws_df", df)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT * FROM __ws_df")
+    finally:
+        con.unregister("__ws_df")
+    return None
 
 
 def _has_rejects(con) -> bool:

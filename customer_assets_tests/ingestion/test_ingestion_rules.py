@@ -240,3 +240,20 @@ def test_gzip_semicolon_csv_glob_and_landing_folder(tmp_path, con):
     summary = ingest(con, str(folder / "*.csv*"), str(m), str(landing))
     assert len(summary.loaded) == 3
     assert con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0] == 3
+
+
+def test_whitespace_headerless_order_totals_without_order_id(tmp_path, con):
+    """CDNOW's layout: runs of spaces, no header, no order id, one row per order, CRLF."""
+    text = " 00004 0001 19970101  2   29.33\r\n 00004 0001 19970118  2   29.73\r\n" \
+           " 00004 0001 19970118  2   29.73\r\n 00018 0002 19970101  2    0.00\r\n"
+    mapping = {"customer_id": "cust", "order_datetime": "date", "order_total": "dollars", "quantity": "cds",
+               "date_format": "%Y%m%d", "delimiter": "whitespace", "header": False,
+               "column_names": ["orig", "cust", "date", "cds", "dollars"]}
+    src, m = write(tmp_path, "cdnow.txt", text, mapping)
+    ingest(con, src, m, None)
+    rows = con.execute("SELECT customer_id, CAST(order_date AS VARCHAR), line_total FROM cleaned_transactions "
+                       "ORDER BY source_row").fetchall()
+    # identical rows are separate orders here (each row is its own order); the $0 order is kept
+    assert rows == [("0001", "1997-01-01", 29.33), ("0001", "1997-01-18", 29.73),
+                    ("0001", "1997-01-18", 29.73), ("0002", "1997-01-01", 0.0)]
+    assert con.execute("SELECT count(DISTINCT order_id) FROM cleaned_transactions").fetchone()[0] == 4
