@@ -24,6 +24,7 @@ from customer_assets.resources import ModelStore
 from customer_assets.settings import AnalyticsSettings
 
 GROUP = "customers"
+TIER_COLORS = {"Platinum": "#5b6f8a", "Gold": "#d4af37", "Silver": "#b0b0b0", "Bronze": "#cd7f32"}
 
 
 def read_features(con) -> pd.DataFrame:
@@ -241,7 +242,7 @@ def loyalty_tiers(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mat
         summary["share"] = summary["customers"] / len(tiers)
         summary["reward"] = summary["tier"].map(dict(zip(tiers["tier"], tiers["reward"])))
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.bar(summary["tier"], summary["median_monetary"], color=["#8c8c8c", "#d4af37", "#c0c0c0", "#cd7f32"][: len(summary)])
+        ax.bar(summary["tier"], summary["median_monetary"], color=[TIER_COLORS[t] for t in summary["tier"]])
         ax.set_yscale("log")
         ax.set_ylabel("median monetary (log)")
         for i, r in enumerate(summary.itertuples()):

@@ -40,8 +40,8 @@ SEGMENT_RULES = pd.DataFrame(
         ("Promising", 4, 4, 1, 1, 1, 5, None, "one order, fairly recently"),
         ("Needs Attention", 3, 3, 2, 5, 1, 5, None, "repeat buyers whose last order is getting old"),
         ("About To Sleep", 3, 3, 1, 1, 1, 5, None, "one order, a while ago"),
-        ("Hibernating", 2, 2, 1, 5, 1, 5, None, "low recent activity, modest value"),
-        ("Lost", 1, 1, 1, 5, 1, 5, None, "oldest last orders, low value"),
+        ("Hibernating", 2, 2, 1, 5, 1, 5, None, "quiet for a while, few orders or small spend"),
+        ("Lost", 1, 1, 1, 5, 1, 5, None, "oldest last orders, few orders or small spend"),
     ],
     columns=["segment", "r_min", "r_max", "f_min", "f_max", "m_min", "m_max", "price_sensitive", "meaning"],
 )
