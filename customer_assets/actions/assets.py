@@ -8,7 +8,8 @@ from dagster_duckdb import DuckDBResource
 from customer_assets.actions import outbox as ob
 from customer_assets.actions import retention as rt
 from customer_assets.actions.notifier import Notifier
-from customer_assets.common.db import replace_table, resolve_as_of, table_exists
+from customer_assets.actions.inputs import write_typed
+from customer_assets.common.db import resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
 from customer_assets.common.plotting import plt
 from customer_assets.resources import SourceConfig
@@ -52,7 +53,7 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         gathered = rt.gather_inputs(con)
         week = _campaign_week(con, settings)
         actions = rt.build_retention_actions(gathered.frame, settings.control_group_fraction, week)
-        replace_table(con, "retention_actions", actions)
+        write_typed(con, "retention_actions", actions, rt.RETENTION_TYPES)
         summary = rt.summarize(actions)
         md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
     n = len(actions)
@@ -113,7 +114,7 @@ def notification_outbox(
         outbox = ob.build_outbox(actions, contacts)
         report = ob.deliver(con, outbox, contacts, notifier)
         full = ob.outbox_with_status(con, outbox, notifier.sending_enabled())
-        replace_table(con, "notification_outbox", full)
+        write_typed(con, "notification_outbox", full, ob.OUTBOX_TYPES)
         counts = ob.status_counts(con)
         md = table_metadata(con, "notification_outbox", order_by="priority")
     for e in report.errors[:20]:

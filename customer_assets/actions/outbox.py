@@ -43,6 +43,14 @@ CREATE TABLE IF NOT EXISTS notification_log (
 )
 """
 
+# The notification_outbox table: column -> DuckDB type.
+OUTBOX_TYPES = {
+    "idempotency_key": "VARCHAR", "customer_id": "VARCHAR", "priority": "INTEGER", "channel": "VARCHAR",
+    "risk_band": "VARCHAR", "tier": "VARCHAR", "text": "VARCHAR", "campaign_week": "VARCHAR",
+    "phone_masked": "VARCHAR", "delivery_status": "VARCHAR", "attempts": "INTEGER",
+    "provider_message_id": "VARCHAR", "last_error": "VARCHAR", "last_attempt_at": "TIMESTAMP",
+}
+
 TEMPLATES = {
     "High": "We miss you! As a {tier} member you get {reward} on your next order this week.",
     "Medium": "Thank you for shopping with us. Your {tier} benefits this month: {reward}.",

@@ -27,22 +27,33 @@ HOLDOUT_SALT = "customer_assets.holdout.v1"
 CONTROL_ACTION = "Control group: no contact (holdout to measure the actions' effect)"
 NO_SCORE_ACTION = "No churn score: not contacted"
 
-# Where each column comes from: (table, column, alias). Tables are optional.
+# Where each column comes from: (table, column, alias, type). Tables are optional; a missing
+# one gives a typed NULL column.
 INPUT_COLUMNS = [
-    ("dim_customer", "country", "country"),
-    ("rfm_segments", "segment", "segment"),
-    ("loyalty_tiers", "tier", "tier"),
-    ("loyalty_tiers", "reward", "reward"),
-    ("churn_scores", "churn_probability", "churn_probability"),
-    ("churn_scores", "risk_band", "risk_band"),
-    ("churn_scores", "reason_1", "reason_1"),
-    ("churn_scores", "reason_2", "reason_2"),
-    ("churn_scores", "reason_3", "reason_3"),
-    ("customer_ltv", "clv_12m", "clv_12m"),
-    ("customer_ltv", "value_decile", "value_decile"),
+    ("dim_customer", "country", "country", "VARCHAR"),
+    ("rfm_segments", "segment", "segment", "VARCHAR"),
+    ("loyalty_tiers", "tier", "tier", "VARCHAR"),
+    ("loyalty_tiers", "reward", "reward", "VARCHAR"),
+    ("churn_scores", "churn_probability", "churn_probability", "DOUBLE"),
+    ("churn_scores", "risk_band", "risk_band", "VARCHAR"),
+    ("churn_scores", "reason_1", "reason_1", "VARCHAR"),
+    ("churn_scores", "reason_2", "reason_2", "VARCHAR"),
+    ("churn_scores", "reason_3", "reason_3", "VARCHAR"),
+    ("customer_ltv", "clv_12m", "clv_12m", "DOUBLE"),
+    ("customer_ltv", "value_decile", "value_decile", "INTEGER"),
 ]
 # The population: the first of these tables that exists (churn_scores scores every current customer).
 POPULATION_TABLES = ["churn_scores", "customer_ltv", "loyalty_tiers", "rfm_segments", "dim_customer"]
+
+
+# The retention_actions table: column -> DuckDB type.
+RETENTION_TYPES = {
+    "customer_id": "VARCHAR", "priority": "INTEGER", "control_group": "BOOLEAN", "contact": "BOOLEAN",
+    "risk_band": "VARCHAR", "churn_probability": "DOUBLE", "action": "VARCHAR", "tier": "VARCHAR",
+    "reward": "VARCHAR", "clv_12m": "DOUBLE", "value_at_risk": "DOUBLE", "value_decile": "INTEGER",
+    "segment": "VARCHAR", "country": "VARCHAR", "reason_1": "VARCHAR", "reason_2": "VARCHAR",
+    "reason_3": "VARCHAR", "campaign_week": "VARCHAR",
+}
 
 
 def holdout_bucket(customer_id: str) -> float:
@@ -67,10 +78,10 @@ def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
     notes = []
     population = next((t for t in POPULATION_TABLES if "customer_id" in table_columns(con, t)), None)
     if population is None:
-        return RetentionResult(pd.DataFrame(columns=["customer_id"] + [a for _, _, a in INPUT_COLUMNS]),
+        return RetentionResult(pd.DataFrame(columns=["customer_id"] + [c[2] for c in INPUT_COLUMNS]),
                                [f"none of {', '.join(POPULATION_TABLES)} exists: no customers to act on"])
     selects, joins, joined = [], [], {}
-    for table, column, alias in INPUT_COLUMNS:
+    for table, column, alias, sql_type in INPUT_COLUMNS:
         cols = table_columns(con, table)
         if column in cols and "customer_id" in cols:
             if table not in joined:
@@ -81,11 +92,11 @@ def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
                     f"QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY customer_id) = 1) "
                     f"{joined[table]} ON {joined[table]}.customer_id = p.customer_id"
                 )
-            selects.append(f"{joined[table]}.{quote_ident(column)} AS {alias}")
+            selects.append(f"CAST({joined[table]}.{quote_ident(column)} AS {sql_type}) AS {alias}")
         else:
             why = "table missing" if not cols else f"no column {column}"
             notes.append(f"{alias}: {table} unavailable ({why})")
-            selects.append(f"NULL AS {alias}")
+            selects.append(f"CAST(NULL AS {sql_type}) AS {alias}")
     sql = (
         f"SELECT p.customer_id, {', '.join(selects)} FROM "
         f"(SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {quote_ident(population)}) p "
@@ -123,12 +134,7 @@ def build_retention_actions(
     df["priority"] = pd.Series(pd.NA, index=df.index, dtype="Int64")
     df.loc[contacted.index, "priority"] = np.arange(1, len(contacted) + 1)
     df["campaign_week"] = campaign_week
-    cols = [
-        "customer_id", "priority", "control_group", "contact", "risk_band", "churn_probability",
-        "action", "tier", "reward", "clv_12m", "value_at_risk", "value_decile", "segment", "country",
-        "reason_1", "reason_2", "reason_3", "campaign_week",
-    ]
-    out = df[cols].sort_values(["priority", "customer_id"], na_position="last").reset_index(drop=True)
+    out = df[list(RETENTION_TYPES)].sort_values(["priority", "customer_id"], na_position="last").reset_index(drop=True)
     return out
 
 
@@ -142,7 +148,7 @@ def summarize(actions: pd.DataFrame) -> pd.DataFrame:
     """Customers, contacted, control and value at risk per risk band."""
     if actions.empty:
         return pd.DataFrame(columns=["risk_band", "customers", "contacted", "control", "value_at_risk"])
-    g = actions.assign(risk_band=actions["risk_band"].fillna("(no score)")).groupby("risk_band")
+    g = actions.assign(risk_band=actions["risk_band"].astype(object).fillna("(no score)")).groupby("risk_band")
     out = g.agg(
         customers=("customer_id", "count"),
         contacted=("contact", "sum"),

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from customer_assets.common.db import replace_table
+from customer_assets.actions.inputs import write_typed
 from customer_assets.common.metadata import df_to_markdown, table_metadata
 from customer_assets.reporting import extracts as ex
 from customer_assets.reporting import report as rp
@@ -39,7 +39,8 @@ def customer_report(duckdb: DuckDBResource, model_store: ModelStore) -> dg.Mater
             [{"section": s.title, "available": s.missing is None, "note": s.missing} for s in report["sections"]]
         )
         status["path"] = str(path)
-        replace_table(con, "customer_report", status)
+        write_typed(con, "customer_report", status,
+                    {"section": "VARCHAR", "available": "BOOLEAN", "note": "VARCHAR", "path": "VARCHAR"})
         md = table_metadata(con, "customer_report", preview_rows=20)
     available = int(status["available"].sum())
     return dg.MaterializeResult(
@@ -86,7 +87,8 @@ def regional_extracts(
     out_dir = model_store.reports_path() / "regions"
     with duckdb.get_connection() as con:
         table, notes = ex.write_regional_extracts(con, out_dir, settings.regions)
-        replace_table(con, "regional_extracts", table.astype({"row_count": "int64"}))
+        write_typed(con, "regional_extracts", table,
+                    {"region": "VARCHAR", "path": "VARCHAR", "row_count": "BIGINT", "note": "VARCHAR"})
         md = table_metadata(con, "regional_extracts", preview_rows=15, order_by="row_count DESC")
     return dg.MaterializeResult(
         metadata={

@@ -5,6 +5,7 @@ import pytest
 from handmade import N, band, cid, write_upstream
 
 from customer_assets.actions import retention as rt
+from customer_assets.actions.inputs import write_typed
 from customer_assets.settings import LOYALTY_REWARDS, RISK_BAND_ACTIONS
 
 
@@ -90,3 +91,20 @@ def test_no_population_at_all(con):
 def test_campaign_week_label():
     assert rt.campaign_week_of("2011-12-09") == "2011-W49"
     assert rt.campaign_week_of("2011-01-02") == "2010-W52"  # ISO week belongs to the previous year
+
+
+def test_without_churn_scores_nobody_is_contacted(con):
+    write_upstream(con, skip=("churn_scores", "customer_ltv"))
+    gathered = rt.gather_inputs(con)
+    assert gathered.population_table == "loyalty_tiers"
+    actions = rt.build_retention_actions(gathered.frame, 0.1, "2011-W49")
+    assert len(actions) == N and not actions["contact"].any()
+    assert set(actions.loc[~actions["control_group"], "action"]) == {rt.NO_SCORE_ACTION}
+    summary = rt.summarize(actions)
+    assert summary["risk_band"].tolist() == ["(no score)"] and summary["customers"].tolist() == [N]
+    # Written with its declared types: an all-NULL risk_band is still VARCHAR (not INTEGER).
+    write_typed(con, "retention_actions", actions, rt.RETENTION_TYPES)
+    assert con.execute("SELECT count(*) FROM retention_actions WHERE risk_band = 'High'").fetchone()[0] == 0
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'retention_actions'").fetchall())
+    assert types["risk_band"] == "VARCHAR" and types["clv_12m"] == "DOUBLE" and types["priority"] == "INTEGER"
