@@ -1,4 +1,7 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Bundles stage (group "bundles"): dead stock, association rules, bundle recommendations.
 
-ASSETS: list = []
-CHECKS: list = []
+Collected by customer_assets.definitions. Logic: dead_stock.py, rules.py, recommendations.py;
+the shipped SYNTHETIC inventory file comes from synthetic_inventory.py.
+"""
+
+from customer_assets.bundles.assets import ASSETS, CHECKS  # noqa: F401

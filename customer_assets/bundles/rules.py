@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from customer_assets.bundles.tables import empty_sql, write_typed
+
 # Use a dense bool matrix when it is at most this many cells (bytes); else a sparse frame.
 DENSE_CELL_LIMIT = 400_000_000
 
@@ -81,8 +83,7 @@ def empty_rules_frame() -> pd.DataFrame:
 
 def rules_table_sql() -> str:
     """An empty rules table with the right column types."""
-    cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in RULE_COLUMNS.items())
-    return f"SELECT {cols} WHERE false"
+    return empty_sql(RULE_COLUMNS)
 
 
 def _validate(min_support: float, min_confidence: float, min_lift: float, max_len: int) -> None:
@@ -188,14 +189,14 @@ def mine_rules(
         stats.note = f"only {n_rows} orders hold 2+ frequent items (< {stats.min_count} needed)"
         return empty_rules_frame(), stats
 
-    matrix = sp.csc_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n_rows, len(item_ids)))
+    matrix = sp.csc_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(n_rows, len(item_ids)))
     del rows, cols
     if n_rows * len(item_ids) <= DENSE_CELL_LIMIT:
         stats.matrix_format = "dense bool"
-        onehot = pd.DataFrame(matrix.toarray(), columns=item_ids, copy=False)
+        onehot = pd.DataFrame(matrix.toarray().astype(bool), columns=item_ids, copy=False)
     else:
         stats.matrix_format = "sparse bool"
-        onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=item_ids)
+        onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=item_ids).astype(pd.SparseDtype(bool, False))
     del matrix
     # Same integer threshold on the reduced matrix: count >= min_count  <=>  count/n_rows >= (min_count-0.5)/n_rows.
     matrix_support = (stats.min_count - 0.5) / n_rows
@@ -213,14 +214,23 @@ def mine_rules(
         return empty_rules_frame(), stats
 
     count_of = dict(zip(frequent["itemsets"], frequent["count"]))
+    # mlxtend enumerates the rules (a little below min_confidence: its float supports carry rounding
+    # noise); the metrics are then recomputed from the exact integer order counts and filtered.
     rules = association_rules(
         frequent[["support", "itemsets"]],
         num_itemsets=stats.n_orders,
         metric="confidence",
-        min_threshold=min_confidence,
-        return_metrics=["support", "confidence", "lift", "leverage", "conviction"],
+        min_threshold=max(min_confidence - 1e-9, 0.0),
+        return_metrics=["support", "confidence"],
     )
-    rules = rules[rules["lift"] >= min_lift].reset_index(drop=True)
+    n = float(stats.n_orders)
+    a = rules["antecedents"].map(count_of).to_numpy(dtype=float)
+    c = rules["consequents"].map(count_of).to_numpy(dtype=float)
+    both = np.array([count_of[x | y] for x, y in zip(rules["antecedents"], rules["consequents"])], dtype=float)
+    confidence = both / a if len(rules) else np.array([])
+    lift = both * n / (a * c) if len(rules) else np.array([])
+    keep = (confidence >= min_confidence) & (lift >= min_lift)
+    rules, a, c, both, confidence, lift = rules[keep], a[keep], c[keep], both[keep], confidence[keep], lift[keep]
     stats.n_rules = len(rules)
     if rules.empty:
         stats.note = "itemsets found, but no rule passes min_confidence and min_lift"
@@ -233,23 +243,26 @@ def mine_rules(
     def joined(s):
         return " + ".join(str(names.get(i, i)) for i in ids(s))
 
+    # conviction = (1 - P(C)) / (1 - confidence); +inf when confidence is 1 (mlxtend's convention)
+    conviction = np.full(len(confidence), np.inf)
+    np.divide(1.0 - c / n, 1.0 - confidence, out=conviction, where=confidence < 1.0)
     out = pd.DataFrame(
         {
             "country": stats.country,
-            "antecedents": rules["antecedents"].map(ids),
-            "consequents": rules["consequents"].map(ids),
-            "antecedent_names": rules["antecedents"].map(joined),
-            "consequent_names": rules["consequents"].map(joined),
-            "antecedent_len": rules["antecedents"].map(len).astype("int32"),
-            "consequent_len": rules["consequents"].map(len).astype("int32"),
-            "support": rules["support"].astype(float),
-            "confidence": rules["confidence"].astype(float),
-            "lift": rules["lift"].astype(float),
-            "leverage": rules["leverage"].astype(float),
-            "conviction": rules["conviction"].astype(float),
-            "antecedent_orders": rules["antecedents"].map(count_of).astype("int64"),
-            "consequent_orders": rules["consequents"].map(count_of).astype("int64"),
-            "both_orders": [int(count_of[a | c]) for a, c in zip(rules["antecedents"], rules["consequents"])],
+            "antecedents": rules["antecedents"].map(ids).to_numpy(),
+            "consequents": rules["consequents"].map(ids).to_numpy(),
+            "antecedent_names": rules["antecedents"].map(joined).to_numpy(),
+            "consequent_names": rules["consequents"].map(joined).to_numpy(),
+            "antecedent_len": rules["antecedents"].map(len).astype("int32").to_numpy(),
+            "consequent_len": rules["consequents"].map(len).astype("int32").to_numpy(),
+            "support": both / n,
+            "confidence": confidence,
+            "lift": lift,
+            "leverage": both / n - (a / n) * (c / n),
+            "conviction": conviction,
+            "antecedent_orders": a.astype("int64"),
+            "consequent_orders": c.astype("int64"),
+            "both_orders": both.astype("int64"),
             "n_orders": stats.n_orders,
         }
     )
@@ -296,13 +309,4 @@ def build_rules(
 
 def write_rules(con: duckdb.DuckDBPyConnection, rules: pd.DataFrame, table: str = "association_rules") -> int:
     """Atomically write the rules with fixed column types (an empty result is an empty typed table)."""
-    from customer_assets.common.db import replace_table
-
-    if rules.empty:
-        return replace_table(con, table, rules_table_sql())
-    casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in RULE_COLUMNS.items())
-    con.register("__rules_df", rules[list(RULE_COLUMNS)])
-    try:
-        return replace_table(con, table, f"SELECT {casts} FROM __rules_df")
-    finally:
-        con.unregister("__rules_df")
+    return write_typed(con, table, rules, RULE_COLUMNS)

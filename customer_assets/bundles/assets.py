@@ -1,0 +1,281 @@
+"""Bundles assets: thin Dagster glue over dead_stock.py, rules.py and recommendations.py."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.bundles.dead_stock import (
+    DEAD_STOCK_COLUMNS,
+    InventoryError,
+    compute_dead_stock,
+    write_dead_stock,
+)
+from customer_assets.bundles.recommendations import (
+    RECOMMENDATION_COLUMNS,
+    build_recommendations,
+    write_recommendations,
+)
+from customer_assets.bundles.rules import ALL_COUNTRIES, build_rules, rules_table_sql, write_rules
+from customer_assets.bundles.tables import empty_sql
+from customer_assets.common.db import replace_table, resolve_as_of, table_exists
+from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
+from customer_assets.common.plotting import plt
+from customer_assets.ingestion.schema import field_available
+from customer_assets.resources import SourceConfig
+from customer_assets.settings import AnalyticsSettings
+
+GROUP = "bundles"
+
+
+def _skip(con, table: str, empty_select: str, reason: str) -> dg.MaterializeResult:
+    replace_table(con, table, empty_select)
+    return dg.MaterializeResult(
+        metadata={**table_metadata(con, table), "skipped": True, "skip_reason": reason}
+    )
+
+
+def _dead_stock_plot(df: pd.DataFrame, ratio: float, method: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    vals = df["sold_ratio"].dropna().clip(upper=2.0)
+    ax.hist([vals[vals < ratio], vals[vals >= ratio]], bins=np.linspace(0, 2, 41), stacked=True,
+            color=["#c0392b", "#7f8c8d"], label=[f"dead stock (< {ratio:g})", "selling"])
+    ax.axvline(ratio, color="black", ls="--", lw=1)
+    ax.set_xlabel("sold ratio (clipped at 2)")
+    ax.set_ylabel("products")
+    ax.set_title(f"Sold ratio per product ({method})")
+    ax.legend()
+    return fig_to_md(fig, "sold ratio histogram")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    deps=["cleaned_transactions"],
+    description="Per product: units sold in the window / units available (inventory file), or, without "
+    "an inventory file, recent sales velocity / the product's own earlier velocity (method 'proxy: "
+    "velocity'). sold_ratio < dead_stock_ratio (0.6) is dead stock.",
+)
+def dead_stock(duckdb: DuckDBResource, settings: AnalyticsSettings, source: SourceConfig) -> dg.MaterializeResult:
+    empty = empty_sql(DEAD_STOCK_COLUMNS)
+    with duckdb.get_connection() as con:
+        for f in ("product_id", "quantity"):
+            if not field_available(con, f):
+                return _skip(con, "dead_stock", empty, f"the source has no {f}: units sold per product are unknown")
+        as_of = resolve_as_of(con, settings.as_of_date())
+        try:
+            res = compute_dead_stock(con, source.inventory, as_of, settings.dead_stock_ratio,
+                                     settings.dead_stock_window_days, settings.dead_stock_baseline_days)
+        except InventoryError as e:
+            raise dg.Failure(description=f"{e}. Fix the file, or set the inventory path empty to use the "
+                             "sales-velocity proxy.") from None
+        write_dead_stock(con, res.frame)
+        df = res.frame
+        n_dead = int(df["is_dead_stock"].sum())
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(con, "dead_stock", order_by="is_dead_stock DESC, sold_ratio, product_id"),
+                "method": res.method,
+                "is_proxy": res.method != "inventory",
+                "dead_stock_products": n_dead,
+                "products_judged": len(df),
+                "dead_share": float(n_dead / len(df)) if len(df) else 0.0,
+                "as_of": str(as_of),
+                "dead_stock_ratio": settings.dead_stock_ratio,
+                "notes": dg.MetadataValue.json(res.notes),
+                "stats": dg.MetadataValue.json(res.stats),
+                "plot": dg.MetadataValue.md(_dead_stock_plot(df, settings.dead_stock_ratio, res.method)),
+            }
+        )
+
+
+def _rules_plot(rules: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    r = rules[rules["country"] == ALL_COUNTRIES]
+    sc = ax.scatter(r["support"], r["confidence"], c=np.log10(r["lift"]), s=12, cmap="viridis", alpha=0.8)
+    cb = fig.colorbar(sc, ax=ax)
+    cb.set_label("log10(lift)")
+    ax.set_xscale("log")
+    ax.set_xlabel("support (share of orders, log scale)")
+    ax.set_ylabel("confidence")
+    ax.set_title(f"{len(r)} association rules (all countries)")
+    return fig_to_md(fig, "rules: support vs confidence")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "mlxtend"},
+    pool="duckdb",
+    deps=["cleaned_transactions"],
+    description="Association rules from Apriori (mlxtend) over order baskets built in DuckDB: antecedents, "
+    "consequents (+ names), support, confidence, lift, leverage, conviction, order counts; country "
+    "'ALL' plus one run per large country when rules_per_country.",
+)
+def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        if not field_available(con, "product_id"):
+            return _skip(con, "association_rules", rules_table_sql(), "the source has no product_id: no baskets")
+        as_of = resolve_as_of(con, settings.as_of_date())
+        try:
+            res = build_rules(con, settings.min_support, settings.min_confidence, settings.min_lift,
+                              settings.max_itemset_len, settings.rules_per_country,
+                              settings.rules_country_min_orders, as_of=as_of)
+        except ValueError as e:  # invalid thresholds
+            raise dg.Failure(description=str(e)) from None
+        write_rules(con, res.rules)
+        stats = pd.DataFrame([vars(s) for s in res.stats])
+        meta = {
+            **table_metadata(con, "association_rules", order_by="country = 'ALL' DESC, lift DESC, support DESC"),
+            "empty": res.rules.empty,
+            "mining_runs": dg.MetadataValue.md(df_to_markdown(stats, max_rows=50)),
+            "settings": dg.MetadataValue.json({
+                "min_support": settings.min_support, "min_confidence": settings.min_confidence,
+                "min_lift": settings.min_lift, "max_itemset_len": settings.max_itemset_len,
+                "rules_per_country": settings.rules_per_country, "as_of": str(as_of)}),
+        }
+        if res.rules.empty:
+            meta["empty_reason"] = "no rule passes the thresholds: " + "; ".join(
+                f"{s.country}: {s.note}" for s in res.stats)
+        else:
+            meta["plot"] = dg.MetadataValue.md(_rules_plot(res.rules))
+        return dg.MaterializeResult(metadata=meta)
+
+
+def _recs_plot(df: pd.DataFrame) -> str:
+    d = df[(df["recommendation_type"] == "dead_stock_bundle") & (df["rank"] == 1)].nlargest(15, "lift")
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(d), 3) + 1))
+    labels = [f"{str(a)[:28]} + {str(b)[:28]}" for a, b in zip(d["product_name"], d["partner_names"])]
+    ax.barh(labels[::-1], d["lift"].to_numpy()[::-1], color="#2980b9")
+    for i, (lf, disc) in enumerate(zip(d["lift"].to_numpy()[::-1], d["suggested_discount_pct"].to_numpy()[::-1])):
+        ax.text(lf, i, f" {disc:.0f}% off", va="center", fontsize=8)
+    ax.set_xlabel("lift")
+    ax.set_title("Best bundle per dead-stock product (top 15 by lift)")
+    return fig_to_md(fig, "dead stock bundles")
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    deps=["dead_stock", "association_rules"],
+    description="For each dead-stock product, the best complementary products from the rules (not-dead "
+    "partners first, then lift, support, partner popularity) with evidence and a suggested bundle "
+    "discount; plus 'customers who bought X often bought Y' for the best sellers.",
+)
+def bundle_recommendations(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
+    empty = empty_sql(RECOMMENDATION_COLUMNS)
+    with duckdb.get_connection() as con:
+        for t in ("dead_stock", "association_rules"):
+            if not table_exists(con, t):
+                return _skip(con, "bundle_recommendations", empty, f"{t} has not been materialized")
+        df = build_recommendations(con, settings.bundle_partners, settings.dead_stock_ratio,
+                                   settings.bundle_discount_min_pct, settings.bundle_discount_max_pct,
+                                   settings.also_bought_top_products)
+        write_recommendations(con, df)
+        n_dead = con.execute("SELECT count(*) FROM dead_stock WHERE is_dead_stock").fetchone()[0]
+        bundles = df[df["recommendation_type"] == "dead_stock_bundle"]
+        also = df[df["recommendation_type"] == "also_bought"]
+        covered = bundles["product_id"].nunique()
+        cols = ["product_name", "rank", "partner_names", "lift", "support", "confidence_partner_to_product",
+                "both_orders", "sold_ratio", "suggested_discount_pct"]
+        meta = {
+            **table_metadata(con, "bundle_recommendations"),
+            "dead_stock_products": int(n_dead),
+            "dead_stock_products_with_bundle": int(covered),
+            "coverage_note": (
+                f"{covered} of {n_dead} dead-stock products appear in a rule at min_support "
+                f"{settings.min_support}; the others are bought too rarely for a rule (lower min_support "
+                "to reach more of them)."),
+            "dead_stock_bundles": dg.MetadataValue.md(df_to_markdown(bundles[cols], max_rows=20)),
+            "customers_who_bought_x_also_bought_y": dg.MetadataValue.md(df_to_markdown(
+                also[["product_name", "rank", "partner_names", "confidence_product_to_partner", "lift",
+                      "both_orders"]], max_rows=30)),
+        }
+        if len(bundles):
+            meta["plot"] = dg.MetadataValue.md(_recs_plot(df))
+        return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(
+    asset=association_rules,
+    description="The 10 highest-lift rules recounted straight from cleaned_transactions: order counts, "
+    "support, confidence and lift must match the table.",
+    pool="duckdb",
+)
+def rules_recount_from_transactions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        if not table_exists(con, "association_rules") or con.execute(
+                "SELECT count(*) FROM association_rules WHERE country = 'ALL'").fetchone()[0] == 0:
+            return dg.AssetCheckResult(passed=True, metadata={"note": "no rules to recount"})
+        as_of = resolve_as_of(con, settings.as_of_date())
+        df = con.execute(
+            """
+            WITH top AS (
+                SELECT row_number() OVER (ORDER BY lift DESC, support DESC) AS rid, * FROM association_rules
+                WHERE country = 'ALL' ORDER BY lift DESC, support DESC LIMIT 10),
+            sides AS (
+                SELECT rid, 'a' AS side, unnest(antecedents) AS pid, antecedent_len AS k FROM top
+                UNION ALL SELECT rid, 'c', unnest(consequents), consequent_len FROM top
+                UNION ALL SELECT rid, 'b', unnest(list_concat(antecedents, consequents)),
+                                 antecedent_len + consequent_len FROM top),
+            b AS (SELECT DISTINCT order_id, product_id FROM cleaned_transactions
+                  WHERE order_date <= ? AND product_id IN (SELECT pid FROM sides)),
+            hits AS (SELECT s.rid, s.side, b.order_id FROM sides s JOIN b ON b.product_id = s.pid
+                     GROUP BY s.rid, s.side, b.order_id HAVING count(*) = any_value(s.k)),
+            n AS (SELECT count(DISTINCT order_id) AS n FROM cleaned_transactions
+                  WHERE order_date <= ? AND product_id IS NOT NULL),
+            cnt AS (SELECT rid, count(*) FILTER (WHERE side = 'a') AS a, count(*) FILTER (WHERE side = 'c') AS c,
+                           count(*) FILTER (WHERE side = 'b') AS both FROM hits GROUP BY rid)
+            SELECT t.antecedent_names, t.consequent_names, t.both_orders, cnt.both AS both_recount,
+                   t.confidence, cnt.both / cnt.a AS confidence_recount,
+                   t.lift, (cnt.both / cnt.a) / (cnt.c / n.n) AS lift_recount
+            FROM top t JOIN cnt USING (rid), n ORDER BY rid
+            """,
+            [as_of, as_of],
+        ).df()
+    ok = bool(
+        len(df) > 0
+        and (df["both_orders"] == df["both_recount"]).all()
+        and np.allclose(df["confidence"], df["confidence_recount"], rtol=1e-9)
+        and np.allclose(df["lift"], df["lift_recount"], rtol=1e-9)
+    )
+    return dg.AssetCheckResult(passed=ok, metadata={"recount": dg.MetadataValue.md(df_to_markdown(df))})
+
+
+@dg.asset_check(
+    asset=dead_stock,
+    description="WARN when the inventory file misses products sold in the window (their stock is unknown, "
+    "so they cannot be judged) or when dead stock was judged by the proxy instead of stock levels.",
+    pool="duckdb",
+)
+def dead_stock_inventory_coverage(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        if not table_exists(con, "dead_stock") or con.execute("SELECT count(*) FROM dead_stock").fetchone()[0] == 0:
+            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"note": "dead_stock is empty"})
+        method, start, end = con.execute(
+            "SELECT any_value(method), min(window_start), max(window_end) FROM dead_stock").fetchone()
+        sold, missing = con.execute(
+            """SELECT count(DISTINCT product_id),
+                      count(DISTINCT product_id) FILTER (WHERE product_id NOT IN (SELECT product_id FROM dead_stock))
+               FROM cleaned_transactions WHERE order_date >= ? AND order_date <= ? AND product_id IS NOT NULL""",
+            [start, end],
+        ).fetchone()
+    share = missing / sold if sold else 0.0
+    passed = method == "inventory" and share <= 0.05
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"method": method, "products_sold_in_window": int(sold),
+                  "sold_but_not_judged": int(missing), "share_not_judged": float(share)},
+        description=None if passed else (
+            "dead stock judged by the sales-velocity proxy, not stock levels" if method != "inventory"
+            else f"{share:.0%} of the products sold in the window are missing from the inventory file"),
+    )
+
+
+ASSETS = [dead_stock, association_rules, bundle_recommendations]
+CHECKS = [rules_recount_from_transactions, dead_stock_inventory_coverage]
