@@ -55,7 +55,7 @@ def psi_markdown(psi) -> str:
     group_name=GROUP,
     kinds={"duckdb"},
     pool="duckdb",
-    deps=["churn_scores", "customer_ltv"],
+    deps=["cleaned_transactions", "churn_scores", "customer_ltv"],
     description="Drift of the champion models: PSI per model feature between the champion's training "
     "reference distribution and the current scoring features, and the churn champion's ROC AUC on the "
     "latest matured window (features at as_of - horizon, labels in (as_of - horizon, as_of]) against its "
