@@ -78,6 +78,16 @@ def _automation_default_status() -> dg.DefaultSensorStatus:
     raise ValueError(f"CUSTOMER_ASSETS_AUTOMATION={value!r}: use 'on' or 'off'")
 
 
+def _settle_seconds() -> float:
+    """CUSTOMER_ASSETS_LANDING_SETTLE_SECONDS (default 60): how long a landing file must be
+    unchanged before new_data_sensor takes it (a file still being copied is not ingested)."""
+    value = os.environ.get("CUSTOMER_ASSETS_LANDING_SETTLE_SECONDS", "").strip() or "60"
+    try:
+        return max(0.0, float(value))
+    except ValueError as e:
+        raise ValueError(f"CUSTOMER_ASSETS_LANDING_SETTLE_SECONDS={value!r} is not a number of seconds") from e
+
+
 def _timezone() -> str:
     tz = os.environ.get("CUSTOMER_ASSETS_TIMEZONE", "").strip() or "UTC"
     try:
@@ -150,7 +160,7 @@ def new_data_sensor(context: dg.SensorEvaluationContext, source: SourceConfig):
     ingested = None
     if latest is not None and isinstance(latest["metadata"].get(INGESTED_SHA_KEY), list):
         ingested = set(latest["metadata"][INGESTED_SHA_KEY])
-    decision = decide_new_data(source.landing_dir, ingested, cursor)
+    decision = decide_new_data(source.landing_dir, ingested, cursor, settle_seconds=_settle_seconds())
     cursor_json = json.dumps(decision.cursor, sort_keys=True)
     if decision.run_key is None:
         context.log.info(decision.skip_reason)

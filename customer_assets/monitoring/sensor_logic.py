@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -62,13 +63,25 @@ def hash_landing_files(landing_dir: str, cache: dict) -> dict:
     return out
 
 
-def decide_new_data(landing_dir: str, ingested_sha256: Optional[set], cursor: dict) -> NewDataDecision:
+def decide_new_data(landing_dir: str, ingested_sha256: Optional[set], cursor: dict,
+                    settle_seconds: float = 0.0, now: Optional[float] = None) -> NewDataDecision:
     """Which landing files are neither ingested yet nor already requested by this sensor.
 
     `ingested_sha256`: every sha256 in ingested_files per its latest materialization (None when
-    that metadata is not available: the sensor then relies on its cursor alone)."""
+    that metadata is not available: the sensor then relies on its cursor alone).
+    `settle_seconds`: a file modified more recently than this is still being copied in: it is
+    left for a later tick (so a half-copied file is never ingested)."""
     cache = cursor.get("files", {})
+    now = time.time() if now is None else now
     hashes = hash_landing_files(landing_dir, cache)
+    settling = []
+    for p in list(hashes):
+        try:
+            if now - os.stat(p).st_mtime < settle_seconds:
+                settling.append(os.path.basename(p))
+                del hashes[p]
+        except FileNotFoundError:
+            del hashes[p]
     stats = {}
     for p, sha in hashes.items():
         try:
@@ -82,12 +95,13 @@ def decide_new_data(landing_dir: str, ingested_sha256: Optional[set], cursor: di
     # Forget requests that ingestion has confirmed (keeps the cursor small).
     requested -= ingested
     decision = NewDataDecision(cursor={"files": stats, "requested": sorted(requested)})
+    wait = f"; {len(settling)} file(s) still being written ({', '.join(sorted(settling)[:5])})" if settling else ""
     if not hashes:
-        decision.skip_reason = f"landing folder {landing_dir} holds no ingestible file"
+        decision.skip_reason = f"landing folder {landing_dir} holds no ingestible file{wait}"
         return decision
     if not new:
         decision.skip_reason = (
-            f"all {len(hashes)} file(s) in {landing_dir} are already ingested or requested"
+            f"all {len(hashes)} file(s) in {landing_dir} are already ingested or requested{wait}"
         )
         return decision
     shas = sorted(set(new.values()))

@@ -9,7 +9,9 @@ The base warehouse (all_assets on the sample) is built once per module and copie
 (warehouse file and Dagster instance), so both tests start from the same trained champions.
 """
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -131,7 +133,12 @@ def _after_new_file(base, world, slice_name):
     # the base state: the sample's own drift report does not call for a retrain, the landing folder is empty
     assert base["drift"].run_requests == [], base["drift"].skip_message
     assert base["new"].run_requests == [] and "no ingestible file" in base["new"].skip_message
-    shutil.copy(base["slices"][slice_name], root / "incoming" / f"{slice_name}.parquet")
+    dropped = root / "incoming" / f"{slice_name}.parquet"
+    shutil.copy(base["slices"][slice_name], dropped)
+    t0 = tick(new_data_sensor, instance, defs, base["new"].cursor)
+    assert t0.run_requests == [] and "still being written" in t0.skip_message
+    past = time.time() - 3600  # the copy finished an hour ago
+    os.utime(dropped, (past, past))
 
     t1 = tick(new_data_sensor, instance, defs, base["new"].cursor)
     assert len(t1.run_requests) == 1, t1.skip_message

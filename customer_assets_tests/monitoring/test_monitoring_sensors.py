@@ -1,7 +1,8 @@
 """Sensors through real Dagster sensor evaluation, fed with hand-made materialization metadata."""
 
 import json
-from pathlib import Path
+import os
+import time
 
 import dagster as dg
 import pytest
@@ -20,6 +21,13 @@ def instance(tmp_path):
         yield inst
 
 
+def settled(*paths):
+    """Make files look fully copied in (older than the sensor's settle time)."""
+    past = time.time() - 3600
+    for p in paths:
+        os.utime(p, (past, past))
+
+
 def tick(sensor, instance, cursor=None, resources=None):
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return sensor.evaluate_tick(ctx)
@@ -36,6 +44,9 @@ def test_new_data_sensor_requests_once_per_new_set_of_files(tmp_path, instance):
     (landing / "week1.csv").write_text("InvoiceNo,CustomerID\n1,a\n")
     (landing / "notes.md").write_text("not a data file")
     (landing / ".partial.csv").write_text("hidden: being copied")
+    r0 = tick(new_data_sensor, instance, resources=res)
+    assert r0.run_requests == [] and "1 file(s) still being written (week1.csv)" in r0.skip_message
+    settled(landing / "week1.csv")
     r1 = tick(new_data_sensor, instance, resources=res)
     assert len(r1.run_requests) == 1
     req = r1.run_requests[0]
@@ -46,6 +57,7 @@ def test_new_data_sensor_requests_once_per_new_set_of_files(tmp_path, instance):
     assert r2.run_requests == [] and "already ingested or requested" in r2.skip_message
 
     (landing / "week2.csv").write_text("InvoiceNo,CustomerID\n2,b\n")
+    settled(landing / "week2.csv")
     r3 = tick(new_data_sensor, instance, cursor=r2.cursor, resources=res)
     assert [q.tags[automation.NEW_FILES_TAG] for q in r3.run_requests] == ["week2.csv"]
     assert r3.run_requests[0].run_key != req.run_key
@@ -60,6 +72,7 @@ def test_new_data_sensor_requests_once_per_new_set_of_files(tmp_path, instance):
 
     # the same content under another name is not new; a fresh sensor (no cursor) trusts ingested_files
     (landing / "week1_copy.csv").write_bytes((landing / "week1.csv").read_bytes())
+    settled(landing / "week1_copy.csv")
     assert tick(new_data_sensor, instance, cursor=r4.cursor, resources=res).run_requests == []
     assert tick(new_data_sensor, instance, resources=res).run_requests == []
 
