@@ -1,4 +1,3 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""LTV stage: BG/NBD-family + Gamma-Gamma CLV, an XGBoost spend model, and per-customer scores."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.ltv.assets import ASSETS, CHECKS  # noqa: F401

@@ -9,6 +9,7 @@ plain-words flags), and the best converged fit is kept:
   the data (penalized fits are scored on the same likelihood as unpenalized ones, so the penalty
   never makes a fit look better than it is). The likelihoods of BG/NBD, modified BG/NBD and
   Pareto/NBD are densities of the same (frequency, recency, T) data, so they are comparable.
+  Likelihoods within LL_TIE of the best are a tie, won by the earlier rung of the ladder.
 - a failed attempt never raises: when every attempt fails the result has no model and a reason.
 
 Time unit: weeks (recency and T from `customer_assets.ltv.summary`).
@@ -27,11 +28,16 @@ import numpy as np
 import pandas as pd
 
 PENALIZERS = (0.0, 0.001, 0.01, 0.1)
+# Pareto/NBD only unpenalized: its Nelder-Mead fit costs ~10x a BG/NBD fit, and on the data sets
+# measured here its penalized fits never differed from the unpenalized one.
 BUYING_LADDER = tuple(
-    (model, pen)
-    for model in ("BetaGeoFitter", "ModifiedBetaGeoFitter", "ParetoNBDFitter")
-    for pen in PENALIZERS
-)
+    (model, pen) for model in ("BetaGeoFitter", "ModifiedBetaGeoFitter") for pen in PENALIZERS
+) + (("ParetoNBDFitter", 0.0),)
+# Log-likelihoods closer than this are a tie: the earlier rung of the ladder (simpler model,
+# smaller penalizer) wins, instead of noise in the 7th digit deciding.
+LL_TIE = 0.01
+# BG/NBD: a/(a+b) is the mean chance that a customer drops out right after a purchase.
+MIN_DROPOUT_PROBABILITY = 0.01
 SPEND_LADDER = tuple(("GammaGammaFitter", pen) for pen in PENALIZERS)
 PARAM_NAMES = {
     "BetaGeoFitter": ["r", "alpha", "a", "b"],
@@ -102,10 +108,11 @@ def degeneracy_flags(model: str, params: dict) -> list:
     if model in ("BetaGeoFitter", "ModifiedBetaGeoFitter"):
         r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
         p_drop = a / (a + b)
-        if a < 1e-3 or p_drop < 1e-4:
+        if a < 1e-3 or p_drop < MIN_DROPOUT_PROBABILITY:
             flags.append(
-                f"dropout parameter a = {a:.3g} (chance of dropping out after a purchase a/(a+b) = {p_drop:.2g}): "
-                "the model thinks nobody ever stops buying, so every customer's probability alive is ~1"
+                f"dropout parameter a = {a:.3g} (mean chance of dropping out after a purchase a/(a+b) = {p_drop:.2g}, "
+                f"about 1 customer in {1 / max(p_drop, 1e-300):,.0f}): the model thinks (almost) nobody ever stops "
+                "buying, so nearly every customer's probability alive is ~1"
             )
         if p_drop > 0.99:
             flags.append(
@@ -210,7 +217,12 @@ def fit_ladder(data: pd.DataFrame, ladder=BUYING_LADDER) -> LadderResult:
     if not usable:
         reasons = "; ".join(f"{a.model}(penalizer={a.penalizer}): {a.error}" for a in attempts)
         return LadderResult(attempts, None, None, "every fit failed: " + reasons[:1500])
-    best_i = min(usable, key=lambda i: (attempts[i].status != "ok", -attempts[i].log_likelihood))
+    top_ll = {st: max(attempts[i].log_likelihood for i in usable if attempts[i].status == st)
+              for st in ("ok", "degenerate") if any(attempts[i].status == st for i in usable)}
+    best_i = min(
+        usable,
+        key=lambda i: (attempts[i].status != "ok", attempts[i].log_likelihood < top_ll[attempts[i].status] - LL_TIE, i),
+    )
     attempts[best_i].chosen = True
     return LadderResult(attempts, attempts[best_i], fitters[best_i])
 
