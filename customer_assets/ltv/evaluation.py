@@ -30,16 +30,19 @@ def naive_baseline(summary: pd.DataFrame, cutoff, horizon_days: int) -> pd.DataF
 def normalized_gini(actual, predicted) -> float | None:
     """Gini of `actual` ordered by `predicted`, divided by the Gini of the perfect order.
 
-    1 = perfect ranking, 0 = random. Ties in `predicted` are ordered by increasing actual
-    (pessimistic: a tie earns no credit)."""
+    1 = perfect ranking, 0 = no better than random, -1 = reversed. Customers with tied predictions
+    share their actual total evenly (so a constant prediction scores exactly 0)."""
     a = np.asarray(actual, float)
     p = np.asarray(predicted, float)
     if len(a) < 2 or a.sum() <= 0 or not np.all(np.isfinite(p)):
         return None
 
-    def gini(order_key):
-        order = np.lexsort((a, -order_key))  # by order_key desc, then actual asc
-        cum = np.cumsum(a[order]) / a.sum()
+    def gini(key):
+        order = np.argsort(-key, kind="stable")
+        k, v = key[order], a[order]
+        groups = np.concatenate([[0], np.cumsum(k[1:] != k[:-1])])
+        v = (np.bincount(groups, weights=v) / np.bincount(groups))[groups]  # ties share evenly
+        cum = np.cumsum(v) / a.sum()
         return cum.sum() / len(a) - (len(a) + 1) / (2 * len(a))
 
     best = gini(a)
