@@ -1,0 +1,84 @@
+"""Time the star-schema and metric SQL (customer_assets.warehouse.star.STAR_SQL) per table.
+
+Ingests Online Retail (or Online Retail x N, `--n`) into a temporary DuckDB file with the real
+ingestion code, then times `CREATE TABLE AS <the asset's SQL>` for each table, `--repeat` times,
+reporting the best and the median. Target: < 2 s per table on the full Online Retail.
+
+    python -m bench.metric_queries [--n 20] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from bench import generate
+from bench.run_pipeline import DEFAULT_DATA_DIR, REPO, RESULTS_DIR, prepare_data
+
+TARGET_S = 2.0
+
+
+def build_cleaned(db_path: Path, source: str) -> tuple[int, float]:
+    """Ingest `source` into `db_path`; return (cleaned rows, seconds)."""
+    from customer_assets.ingestion.pipeline import ingest
+
+    t0 = time.perf_counter()
+    with duckdb.connect(str(db_path)) as con, tempfile.TemporaryDirectory() as landing:
+        ingest(con, source, str(REPO / "data" / "online_retail_mapping.json"), landing)
+        rows = con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0]
+    return rows, time.perf_counter() - t0
+
+
+def time_queries(db_path: Path, repeat: int) -> list[dict]:
+    from customer_assets.warehouse.star import STAR_SQL
+
+    out = []
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("SET enable_progress_bar = false")
+        for name, sql in STAR_SQL.items():
+            times = []
+            for _ in range(repeat):
+                con.execute("DROP TABLE IF EXISTS __bench_metric")
+                t0 = time.perf_counter()
+                con.execute(f"CREATE TABLE __bench_metric AS {sql}")
+                times.append(time.perf_counter() - t0)
+            rows = con.execute("SELECT count(*) FROM __bench_metric").fetchone()[0]
+            con.execute("DROP TABLE __bench_metric")
+            out.append({"table": name, "rows": rows, "best_s": min(times),
+                        "median_s": statistics.median(times), "runs": times})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Time the star-schema / metric SQL per table.")
+    ap.add_argument("--n", type=int, default=1, help="Online Retail replicas (default 1: the original)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = ap.parse_args(argv)
+    source = generate.SOURCE if args.n == 1 else Path(prepare_data(args.n, args.data_dir)[0]["path"])
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "metrics.duckdb"
+        rows, ingest_s = build_cleaned(db, str(source))
+        print(f"cleaned_transactions: {rows:,} rows from {source.name} (ingested in {ingest_s:.1f} s)")
+        results = time_queries(db, args.repeat)
+    print(f"{'table':<20} {'rows':>10} {'best s':>8} {'median s':>9}  target < {TARGET_S:g} s")
+    for r in results:
+        flag = "ok" if r["median_s"] < TARGET_S else "SLOW"
+        print(f"{r['table']:<20} {r['rows']:>10,} {r['best_s']:8.3f} {r['median_s']:9.3f}  {flag}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"metrics_x{args.n}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.write_text(json.dumps({"n": args.n, "cleaned_rows": rows, "ingest_s": ingest_s,
+                               "queries": results}, indent=2))
+    print(f"results -> {out}")
+    return 0 if all(r["median_s"] < TARGET_S for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
