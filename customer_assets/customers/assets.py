@@ -19,7 +19,7 @@ from customer_assets.customers.features import (
     available_optional_features,
     features_query,
 )
-from customer_assets.registry import register_model
+from customer_assets.registry import current_champion, register_model
 from customer_assets.resources import ModelStore
 from customer_assets.settings import AnalyticsSettings
 
@@ -186,13 +186,15 @@ def customer_personas(
         out = result.assignments.copy()
         out.insert(1, "snapshot_date", snap)
         replace_table(con, "customer_personas", out)
-        metrics = {"silhouette": result.silhouettes[result.k], "k": result.k,
+        # rounded: refits on the same data differ in the 17th digit, which must not demote a champion
+        metrics = {"silhouette": round(result.silhouettes[result.k], 6), "k": result.k,
                    "silhouette_by_k": result.silhouettes, "customers": len(out)}
         reg = register_model(
             con, model_store.models_path(), "persona_kmeans", result.model,
             metrics=metrics, features=result.model.features, selection_metric="silhouette",
-            train_window=(snap - dt.timedelta(days=int(features["tenure_days"].max())), snap), eval_window=(snap, snap),
-            tolerance=settings.promotion_tolerance,
+            train_window=(snap - dt.timedelta(days=int(features["tenure_days"].max())), snap),
+            eval_window=(snap, snap), tolerance=settings.promotion_tolerance,
+            reason="first_training" if current_champion(con, "persona_kmeans") is None else "refit",
         )
         sil = pd.DataFrame({"k": list(result.silhouettes), "silhouette": list(result.silhouettes.values())})
         return dg.MaterializeResult(

@@ -85,6 +85,14 @@ def test_materialize_hand_made_warehouse(tmp_path, resources_for):
     assert con.execute("SELECT segment FROM rfm_segments WHERE customer_id = 'c059'").fetchone()[0] == "Champions"
     assert con.execute("SELECT return_rate FROM customer_features WHERE customer_id = 'c059'").fetchone()[0] == pytest.approx(1 / 9)
     con.close()
+    # a refit on the same snapshot ties on silhouette and is promoted (>= champion): v2 champion, v1 retired
+    personas_asset = [a for a in ASSETS if a.key.to_user_string() == "customer_personas"]
+    again = dg.materialize(personas_asset, resources=resources_for(tmp_path), instance=dg.DagsterInstance.ephemeral())
+    assert metadata(again, "customer_personas")["model_status"].startswith("champion")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    reg = con.execute("SELECT version, status, reason FROM model_registry WHERE name = 'persona_kmeans' ORDER BY version").fetchall()
+    assert reg == [(1, "retired", "first_training"), (2, "champion", "refit")]
+    con.close()
 
 
 def test_as_of_override_and_missing_price_fields(tmp_path, resources_for):
