@@ -1,4 +1,3 @@
-"""Stage package: assets and checks are collected by customer_assets.definitions."""
+"""Churn stage (group "churn"): training set, calibrated models with out-of-time evaluation, scores."""
 
-ASSETS: list = []
-CHECKS: list = []
+from customer_assets.churn.assets import ASSETS, CHECKS  # noqa: F401

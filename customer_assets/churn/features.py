@@ -1,0 +1,84 @@
+"""Churn features and labels at a snapshot date.
+
+- `churn_feature_frame(con, s)`: one row per customer with >= 1 cleaned order on or before `s`:
+  customer_id + the model features. They are the shared customer features
+  (`customers.features.compute_customer_features`, which only reads `order_date <= s`) plus the
+  churn-specific ones below, computed from those same columns, so no feature sees anything after s.
+- `churn_labels(con, s, horizon_days)`: customer_id, churned (1 = no order in the label window
+  `s < order_date <= s + horizon_days`), for the same customers.
+
+Churn-specific features:
+- gap_ratio: recency_days / avg_interpurchase_days (floored at 1 day). "How overdue is the next
+  purchase, in units of the customer's own rhythm": 0.5 = half a usual gap since the last
+  purchase, 3 = three usual gaps. A one-purchase customer's gap is its tenure, so its ratio is 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer_assets.customers.features import (
+    FEATURE_COLUMNS,
+    _as_date,
+    available_optional_features,
+    compute_customer_features,
+)
+
+CHURN_EXTRA_FEATURES = ["gap_ratio"]
+
+
+def model_feature_columns(con: duckdb.DuckDBPyConnection) -> list:
+    """The model's features for this warehouse: shared + the optional ones the source maps + churn extras."""
+    return list(FEATURE_COLUMNS) + available_optional_features(con) + CHURN_EXTRA_FEATURES
+
+
+def add_churn_features(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["gap_ratio"] = (out["recency_days"] / out["avg_interpurchase_days"].clip(lower=1.0)).astype(float)
+    return out
+
+
+def churn_feature_frame(con: duckdb.DuckDBPyConnection, snapshot_date) -> pd.DataFrame:
+    """customer_id + model features as of `snapshot_date` (transactions with order_date <= snapshot)."""
+    feats = compute_customer_features(con, _as_date(snapshot_date))
+    feats = add_churn_features(feats)
+    cols = model_feature_columns(con)
+    return feats[["customer_id"] + cols].reset_index(drop=True)
+
+
+def churn_labels(con: duckdb.DuckDBPyConnection, snapshot_date, horizon_days: int) -> pd.DataFrame:
+    """customer_id, churned (0/1) for every customer with an order on or before the snapshot.
+
+    churned = 1 when the customer has no cleaned order with snapshot < order_date <= snapshot + horizon.
+    """
+    s = _as_date(snapshot_date)
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    end = s + dt.timedelta(days=int(horizon_days))
+    return con.execute(
+        """
+        SELECT customer_id,
+               CASE WHEN count(*) FILTER (WHERE order_date > ? AND order_date <= ?) = 0 THEN 1 ELSE 0 END
+                   AS churned
+        FROM cleaned_transactions
+        WHERE customer_id IS NOT NULL AND order_date <= ?
+        GROUP BY customer_id
+        HAVING min(order_date) <= ?
+        ORDER BY customer_id
+        """,
+        [s, end, end, s],
+    ).df().astype({"churned": np.int64})
+
+
+def labelled_frame(con: duckdb.DuckDBPyConnection, snapshot_date, horizon_days: int) -> pd.DataFrame:
+    """Features at the snapshot joined with their label: customer_id, snapshot_date, features..., churned."""
+    s = _as_date(snapshot_date)
+    X = churn_feature_frame(con, s)
+    y = churn_labels(con, s, horizon_days)
+    df = X.merge(y, on="customer_id", how="inner")
+    df.insert(1, "snapshot_date", pd.Timestamp(s))
+    return df

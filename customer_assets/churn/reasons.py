@@ -1,0 +1,82 @@
+"""Top churn reasons in words a marketer reads.
+
+For each customer, the features whose contribution pushes the churn score up the most (see
+`CalibratedChurnModel.contributions`), phrased with the customer's own value, e.g.
+"No purchase for 143 days" or "Only 1 order so far". Features that pull the score down are never
+given as reasons, nor are features on the "safe" side of the median: with correlated features a
+linear model can give, say, frequency a positive weight once active days are accounted for, and
+"25 orders so far" is no reason a marketer would accept for churn. A feature is a reason only
+when its contribution is positive AND the customer's value lies on the side of the training
+median where churners are (`directions`, the sign of the feature's rank correlation with churn).
+A customer with fewer than three such features gets fewer reasons (NULL).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# feature -> (phrase when the value is above the training median, phrase when at/below it)
+PHRASES = {
+    "recency_days": ("No purchase for {v:.0f} days", "Last purchase {v:.0f} days ago"),
+    "gap_ratio": ("Overdue: {v:.1f}x their usual time between purchases", "Buying on their usual rhythm ({v:.1f}x gap)"),
+    "frequency": ("{v:.0f} orders so far", "Only {v:.0f} order(s) so far"),
+    "monetary": ("Total spend {v:,.0f}", "Low total spend ({v:,.0f})"),
+    "avg_order_value": ("Large baskets (average order {v:,.0f})", "Small baskets (average order {v:,.0f})"),
+    "unique_products": ("Bought {v:.0f} different products", "Narrow range: only {v:.0f} different products"),
+    "tenure_days": ("Long-standing customer ({v:.0f} days)", "New customer: first order {v:.0f} days ago"),
+    "active_days": ("Bought on {v:.0f} different days", "Bought on only {v:.0f} day(s)"),
+    "avg_interpurchase_days": ("Long gaps between purchases ({v:.0f} days on average)", "Short gaps between purchases ({v:.0f} days)"),
+    "purchase_span_days": ("{v:.0f} days between first and last order", "First and last order only {v:.0f} days apart"),
+    "orders_per_30d": ("Orders often ({v:.1f} per month)", "Orders rarely ({v:.2f} per month)"),
+    "orders_30d": ("{v:.0f} orders in the last 30 days", "No or few orders in the last 30 days ({v:.0f})"),
+    "orders_90d": ("{v:.0f} orders in the last 90 days", "No or few orders in the last 90 days ({v:.0f})"),
+    "orders_180d": ("{v:.0f} orders in the last 180 days", "Few orders in the last 180 days ({v:.0f})"),
+    "spend_30d": ("Spent {v:,.0f} in the last 30 days", "Spent little in the last 30 days ({v:,.0f})"),
+    "spend_90d": ("Spent {v:,.0f} in the last 90 days", "Spent little in the last 90 days ({v:,.0f})"),
+    "spend_180d": ("Spent {v:,.0f} in the last 180 days", "Spent little in the last 180 days ({v:,.0f})"),
+    "spend_trend": ("Spending grew in the last 90 days", "Spending fell in the last 90 days"),
+    "return_rate": ("Returns often ({v:.0%} of lines cancelled)", "Rarely returns ({v:.0%})"),
+    "price_index": ("Pays above typical prices ({v:.2f}x)", "Buys at discount prices ({v:.2f}x typical)"),
+    "discount_line_share": ("Often buys discounted items ({v:.0%})", "Rarely buys discounted items ({v:.0%})"),
+    "store_visits": ("{v:.0f} store visits", "Few store visits ({v:.0f})"),
+}
+
+
+def phrase(feature: str, value: float, median: float, direction: int = 0) -> str:
+    """The customer's value in words: the 'high' phrase above the median (or at it, when churners
+    have high values of the feature), the 'low' phrase otherwise."""
+    high, low = PHRASES.get(
+        feature, (feature.replace("_", " ") + " above typical ({v:.3g})", feature.replace("_", " ") + " below typical ({v:.3g})")
+    )
+    template = high if value > median or (value == median and direction > 0) else low
+    return template.format(v=value)
+
+
+def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: dict, k: int = 3,
+                directions: dict | None = None) -> pd.DataFrame:
+    """reason_1..reason_k per row: the k features with the largest positive contribution whose
+    value is on the churn side of the median (when `directions` is given)."""
+    cols = list(contributions.columns)
+    C = contributions.to_numpy(dtype=float).copy()
+    V = features[cols].to_numpy(dtype=float)
+    if directions:
+        med = np.array([medians.get(f, 0.0) for f in cols])
+        sign = np.array([directions.get(f, 0) for f in cols])
+        C[(V - med) * sign < 0] = 0.0
+    order = np.argsort(-C, axis=1)[:, :k]
+    single = (features["active_days"].to_numpy() <= 1) if "active_days" in features else np.zeros(len(V), bool)
+    out = {f"reason_{i + 1}": [] for i in range(k)}
+    for r in range(C.shape[0]):
+        for i in range(k):
+            j = order[r, i]
+            if C[r, j] > 0:
+                f = cols[j]
+                if f == "avg_interpurchase_days" and single[r]:
+                    # the shared feature's fallback for one purchase day is the tenure: say so
+                    out[f"reason_{i + 1}"].append(f"Bought once, {V[r, j]:.0f} days ago, never again")
+                    continue
+                out[f"reason_{i + 1}"].append(phrase(f, V[r, j], medians.get(f, 0.0), (directions or {}).get(f, 0)))
+            else:
+                out[f"reason_{i + 1}"].append(None)
+    return pd.DataFrame(out, index=features.index)
