@@ -46,7 +46,7 @@ def _dead_stock_plot(df: pd.DataFrame, ratio: float, method: str) -> str:
     ax.set_xlabel("sold ratio (clipped at 2)")
     ax.set_ylabel("products")
     ax.set_title(f"Sold ratio per product ({method})")
-    ax.legend()
+    ax.legend(loc="upper center")
     return fig_to_md(fig, "sold ratio histogram")
 
 
