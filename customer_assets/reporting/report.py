@@ -47,8 +47,12 @@ def recommendations(found: dict) -> list[str]:
         if champions and champions.get("avg_revenue"):
             text += (f" against £{champions['avg_revenue']:,.0f} for Champions; moving even a tenth of them "
                      f"halfway is worth about £{0.1 * target['customers'] * (champions['avg_revenue'] - target['avg_revenue']) / 2:,.0f}")
-        bundle = found.get("bundles", {}).get("top_bundle")
-        recs.append(text + (f". Lead with the strongest bundle ({bundle})." if bundle else "."))
+        bundles = found.get("bundles", {})
+        bundle = bundles.get("top_bundle")
+        if bundle:
+            text += f". Put the strongest bundle in front of them ({bundle})"
+            text += ": it also moves dead stock." if bundles.get("top_bundle_moves_dead_stock") else "."
+        recs.append(text if bundle else text + ".")
     lapsing = [seg[s] for s in WIN_BACK_SEGMENTS if s in seg]
     band_rows = {r["risk_band"]: r for r in found.get("actions", {}).get("by_band", [])}
     if lapsing or "High" in band_rows:

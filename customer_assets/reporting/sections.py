@@ -117,10 +117,13 @@ def kpis(con: duckdb.DuckDBPyConnection) -> Section:
     if table_exists(con, "quarantined_transactions"):
         facts["quarantined"] = con.execute("SELECT count(*) FROM quarantined_transactions").fetchone()[0]
     if "value_at_risk" in table_columns(con, "retention_actions"):
-        high, var = con.execute(
-            "SELECT count(*) FILTER (risk_band = 'High'), sum(value_at_risk) FROM retention_actions"
+        scored, high, var = con.execute(
+            "SELECT count(risk_band), count(*) FILTER (risk_band = 'High'), sum(value_at_risk) FROM retention_actions"
         ).fetchone()
-        facts.update(high_risk_customers=high, value_at_risk=float(var or 0))
+        if scored:  # without churn scores there is no risk to show (not "0 at risk")
+            facts["high_risk_customers"] = high
+        if var is not None:
+            facts["value_at_risk"] = float(var)
     if "clv_12m" in table_columns(con, "customer_ltv"):
         facts["clv_12m_total"] = float(con.execute("SELECT sum(clv_12m) FROM customer_ltv").fetchone()[0] or 0)
     tiles = [
@@ -132,8 +135,9 @@ def kpis(con: duckdb.DuckDBPyConnection) -> Section:
     if "quarantined" in facts:
         tiles.append(("Quarantined rows", f"{facts['quarantined']:,}"))
     if "high_risk_customers" in facts:
-        tiles += [("High churn risk", f"{facts['high_risk_customers']:,}"),
-                  ("Value at risk (12m)", f"£{facts['value_at_risk']:,.0f}")]
+        tiles.append(("High churn risk", f"{facts['high_risk_customers']:,}"))
+    if "value_at_risk" in facts:
+        tiles.append(("Value at risk (12m)", f"£{facts['value_at_risk']:,.0f}"))
     if "clv_12m_total" in facts:
         tiles.append(("Predicted CLV, 12 months", f"£{facts['clv_12m_total']:,.0f}"))
     body = "<div class='tiles'>" + "".join(
@@ -281,13 +285,40 @@ def cohorts(con) -> Section:
     ax.set_xlabel("months since acquisition")
     ax.set_title("Retention % by acquisition cohort")
     fig.colorbar(im, ax=ax, fraction=0.03)
-    later = df[df["months_since_acquisition"] > 0]
-    curve = later.groupby("months_since_acquisition")["retention_pct"].mean()
+    curve, excluded = retention_curve(df, _last_order_date(con))
     facts = {f"m{m}": float(curve[m]) for m in (1, 3, 6, 12) if m in curve.index}
     scale = 100.0 if df["retention_pct"].max() > 1.5 else 1.0  # percent or fraction
     facts["scale"] = scale
     md = [f"- Average retention month {m[1:]}: {v / scale:.0%}" for m, v in facts.items() if m.startswith("m")]
-    return Section("cohorts", title, img(fig, "cohort heatmap"), md, facts)
+    body = img(fig, "cohort heatmap")
+    if excluded:
+        body += note("Averages (recommendations) leave out " + "; ".join(excluded) + ".")
+    curve_df = curve.rename("avg_retention_pct").reset_index().head(13).T
+    curve_df.columns = [str(int(c)) for c in curve_df.iloc[0]]
+    body += "<h3>Average retention by months since acquisition</h3>" + html_table(curve_df.iloc[1:], 1, 1)
+    return Section("cohorts", title, body, md, facts)
+
+
+def retention_curve(df: pd.DataFrame, last_date) -> tuple[pd.Series, list]:
+    """Mean retention by months since acquisition (month 0 excluded), over the cohorts that
+    observed that month. Left out: the first cohort when there are 4 or more (the data's first
+    month holds every customer acquired before the data starts, not one acquisition month) and
+    cells of a calendar month the data covers only partly."""
+    excluded = []
+    cohorts = sorted(df["cohort_month"].unique())
+    use = df[df["months_since_acquisition"] > 0]
+    if len(cohorts) >= 4:
+        use = use[use["cohort_month"] != cohorts[0]]
+        excluded.append(f"the first cohort ({str(pd.Timestamp(cohorts[0]).date())[:7]}: customers acquired "
+                        "before the data starts)")
+    if last_date is not None:
+        month_start = pd.Timestamp(last_date).replace(day=1)
+        if (month_start + pd.offsets.MonthEnd(0)).date() > last_date:
+            start = pd.to_datetime(use["cohort_month"])
+            cal = start.dt.year * 12 + start.dt.month - 1 + use["months_since_acquisition"]
+            use = use[cal != month_start.year * 12 + month_start.month - 1]
+            excluded.append(f"the partial month {str(month_start.date())[:7]}")
+    return use.groupby("months_since_acquisition")["retention_pct"].mean(), excluded
 
 
 def _reliability_from_registry(con) -> Optional[pd.DataFrame]:
@@ -402,6 +433,7 @@ def bundles(con) -> Section:
         if len(dead):
             top = dead.iloc[0]
             facts["top_bundle"] = f"{top['product_name']} + {top['partner_names']}"
+            facts["top_bundle_moves_dead_stock"] = True
             md.append(f"- Best dead-stock bundle: {facts['top_bundle']} (lift {top['lift']:.1f}, "
                       f"{top.get('suggested_discount_pct', 0):.0f}% off)")
         also = recs[recs["recommendation_type"] == "also_bought"]
@@ -452,7 +484,7 @@ def drift(con) -> Section:
     if check is not None and value is not None and (df[check] == "auc_drop").any():
         auc = df[df[check] == "auc_drop"].iloc[0]
         facts["auc_detail"] = str(auc.get("detail", ""))
-    keep = [c for c in df.columns if c not in ("as_of",)]
+    keep = [c for c in df.columns if c not in ("as_of", "baseline")]
     chart = ""
     if check is not None and value is not None and "feature" in df.columns:
         psi_rows = df[(df[check] == "psi") & df["feature"].notna()].head(20)
@@ -495,10 +527,15 @@ def actions(con) -> Section:
         ).df()
         outbox = "<h3>Notification outbox</h3>" + html_table(counts, 10)
     facts = {"by_band": by_band.to_dict("records"), "top": top.head(3).to_dict("records")}
-    fig, ax = plt.subplots(figsize=(7, 2.8))
-    ax.bar(by_band["risk_band"], by_band["value_at_risk"].fillna(0), color=RED)
-    ax.set_title("Value at risk (churn probability x 12-month CLV) by risk band")
-    body = img(fig, "value at risk") + html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3) + outbox
+    body = ""
+    if by_band["value_at_risk"].notna().any():
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        ax.bar(by_band["risk_band"], by_band["value_at_risk"].fillna(0), color=RED)
+        ax.set_title("Value at risk (churn probability x 12-month CLV) by risk band")
+        body = img(fig, "value at risk")
+    if not by_band["contacted"].any():
+        body += note("Nobody is contacted: without churn scores there is no risk band to act on.")
+    body += html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3) + outbox
     return Section("actions", title, body, [], facts)
 
 

@@ -161,3 +161,24 @@ def test_reporting_assets_materialize(tmp_path, resources_for):
     assert ext["files"].value == 2 and ext["customers_in_extracts"].value == 20
     assert sorted(p.name for p in (tmp_path / "reports" / "regions").glob("*.csv")) == ["france.csv", "germany.csv"]
     json.dumps({k: str(v.value) for k, v in meta.items()})
+
+
+def test_retention_curve_leaves_out_the_first_cohort_and_the_partial_month():
+    import datetime as dt
+
+    from customer_assets.reporting.sections import retention_curve
+
+    rows = []
+    months = ["2011-01-01", "2011-02-01", "2011-03-01", "2011-04-01"]
+    for i, c in enumerate(months):
+        for m in range(0, 4 - i):
+            pct = 100.0 if m == 0 else (90.0 if i == 0 else 10.0 * m + i)
+            rows.append({"cohort_month": pd.Timestamp(c), "months_since_acquisition": m, "retention_pct": pct})
+    curve, excluded = retention_curve(pd.DataFrame(rows), dt.date(2011, 4, 15))
+    # Cohort 2011-01 (the first) is out; cells falling in April 2011 (partial) are out:
+    # month 1: Feb cohort -> March cell 11 kept, Mar cohort -> April cell out; month 2: Feb -> April out.
+    assert curve.to_dict() == {1: 11.0}
+    assert len(excluded) == 2 and "2011-01" in excluded[0] and "2011-04" in excluded[1]
+    curve, excluded = retention_curve(pd.DataFrame(rows), dt.date(2011, 4, 30))  # April complete
+    # month 1: Feb 11 and Mar 12 -> 11.5; month 2: Feb 21 (the Mar cohort has no month 2 yet).
+    assert curve.to_dict() == {1: 11.5, 2: 21.0} and len(excluded) == 1
