@@ -57,7 +57,8 @@ def regression_metrics(actual, predicted) -> dict:
         return {"n": 0}
     a, p = a[ok], p[ok]
     err = p - a
-    spearman = pd.Series(a).corr(pd.Series(p), method="spearman") if len(a) > 2 else None
+    constant = len(a) < 3 or np.ptp(a) == 0 or np.ptp(p) == 0
+    spearman = None if constant else pd.Series(a).corr(pd.Series(p), method="spearman")
     return {
         "n": int(len(a)),
         "mae": float(np.abs(err).mean()),
@@ -110,10 +111,11 @@ def decile_chart(frame: pd.DataFrame, pred_cols: dict, title: str):
         x = t["decile"].to_numpy()
         ax.bar(x - 0.2, t["mean_predicted"], width=0.4, label="predicted")
         ax.bar(x + 0.2, t["mean_actual"], width=0.4, label="actual")
+        ax.set_yscale("symlog", linthresh=10)  # the top decile would dwarf the others on a linear axis
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("predicted decile (10 = highest)")
         ax.set_xticks(range(1, 11))
-    axes[0][0].set_ylabel("mean holdout revenue per customer")
+    axes[0][0].set_ylabel("mean holdout revenue per customer (log)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()

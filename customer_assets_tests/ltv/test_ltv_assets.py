@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 from ltv_synthetic import synthetic_rows
 
+from customer_assets.common.db import table_exists
 from customer_assets.ingestion.schema import write_cleaned
 from customer_assets.ltv.assets import clv_model, customer_ltv, customer_ltv_valid, ltv_model
 from customer_assets.ltv.training import LTV_COLUMNS
@@ -99,3 +100,20 @@ def test_too_little_history_skips_the_gbm_with_a_reason(tmp_path, resources_for)
     meta = result.asset_materializations_for_node("ltv_model")[0].metadata
     assert "not enough history" in meta["skipped"].value
     assert meta["row_count"].value == 0
+
+
+def test_clv_model_with_no_repeat_buyer_records_why_and_does_not_fail(tmp_path, resources_for):
+    resources = resources_for(tmp_path)
+    rows = [{"customer_id": c, "order_id": c, "order_datetime": f"2021-0{i + 1}-10", "quantity": 1, "unit_price": 5.0}
+            for i, c in enumerate("ABCDEF")]
+    _warehouse(resources, rows)
+    result = dg.materialize([clv_model], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    fit = _check(result, "buying_model_usable")
+    assert not fit.passed and "no customer has a repeat purchase" in fit.description
+    con = duckdb.connect(resources["duckdb"].database, read_only=True)
+    rows = con.execute("SELECT status, error FROM clv_model").fetchall()
+    registered = table_exists(con, "model_registry") and con.execute("SELECT count(*) FROM model_registry").fetchone()[0]
+    con.close()
+    assert {s for s, _ in rows} == {"skipped"} and len(rows) == 4
+    assert not registered  # nothing usable was registered
