@@ -66,10 +66,13 @@ def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         )
         cols = FEATURE_COLUMNS + optional
         summary = df[cols].describe(percentiles=[0.25, 0.5, 0.75]).T.reset_index(names="feature")
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
         for ax, col in zip(axes, ["recency_days", "frequency", "monetary"]):
-            ax.hist(np.log1p(df[col]), bins=40, color="#3b75af")
-            ax.set_title(f"log(1 + {col})")
+            x = df[col].clip(lower=0) + 1
+            bins = np.geomspace(x.min(), max(x.max(), x.min() * 1.01), 40) if len(x) else 10
+            ax.hist(x, bins=bins, color="#3b75af")
+            ax.set_xscale("log")
+            ax.set_xlabel(f"1 + {col} (log scale)")
             ax.set_ylabel("customers")
         fig.suptitle(f"Customer features as of {as_of}")
         return dg.MaterializeResult(
