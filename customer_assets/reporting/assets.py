@@ -16,7 +16,7 @@ from customer_assets.settings import AnalyticsSettings
 GROUP = "reporting"
 REPORT_INPUTS = [
     "cleaned_transactions", "sales_trends", "top_products", "revenue_by_region", "rfm_segments",
-    "cohort_retention", "churn_scores", "customer_ltv", "bundle_recommendations", "association_rules",
+    "cohort_retention", "churn_scores", "churn_model", "customer_ltv", "bundle_recommendations", "association_rules",
     "drift_report", "retention_actions", "notification_outbox",
 ]
 
@@ -31,9 +31,11 @@ REPORT_INPUTS = [
     "calibration, CLV deciles, bundles, drift, retention actions and strategic recommendations. "
     "The table lists each section and whether its inputs were there.",
 )
-def customer_report(duckdb: DuckDBResource, model_store: ModelStore) -> dg.MaterializeResult:
+def customer_report(
+    duckdb: DuckDBResource, model_store: ModelStore, settings: AnalyticsSettings
+) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
-        report = rp.build_report(con)
+        report = rp.build_report(con, settings.horizon_days)
         path = rp.write_report(report, model_store.reports_path())
         status = pd.DataFrame(
             [{"section": s.title, "available": s.missing is None, "note": s.missing} for s in report["sections"]]

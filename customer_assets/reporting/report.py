@@ -65,6 +65,10 @@ def recommendations(found: dict) -> list[str]:
             h = band_rows["High"]
             parts.append(f"{int(h['contacted']):,} High-risk customers hold £{(h['value_at_risk'] or 0):,.0f} of value at risk "
                          f"(churn probability x 12-month CLV) and get the SMS retention offer first, by value at risk")
+            m = band_rows.get("Medium")
+            if m and (m["value_at_risk"] or 0) > (h["value_at_risk"] or 0):
+                parts.append(f"the {int(m['contacted']):,} Medium-risk customers hold more (£{m['value_at_risk']:,.0f}): "
+                             f"the targeted campaign there is worth as much attention")
         top = found.get("actions", {}).get("top", [])
         if top:
             parts.append("top of the list: " + ", ".join(f"customer {t['customer_id']}" for t in top))
@@ -112,12 +116,13 @@ def md_inline(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def build_report(con: duckdb.DuckDBPyConnection, title: str = "Customer intelligence report") -> dict:
+def build_report(con: duckdb.DuckDBPyConnection, horizon_days: int = 90,
+                 title: str = "Customer intelligence report") -> dict:
     """Every section, the recommendations, the HTML text and the markdown summary."""
     built = []
     for fn in S.ALL_SECTIONS:
         try:
-            built.append(fn(con))
+            built.append(fn(con, horizon_days=horizon_days) if fn is S.churn else fn(con))
         except Exception as e:  # a broken input degrades one section, never the report
             name = fn.__name__
             built.append(S.Section(name, name.replace("_", " ").title(),

@@ -96,8 +96,9 @@ def served(tmp_path_factory):
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     (tmp_path / "materialize.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, f"the CLI run failed (log: {tmp_path / 'materialize.log'}): {run.stderr[-3000:]}"
     report = tmp_path / "reports" / "customer_report.html"
-    assert report.exists(), f"no report after the run (rc {run.returncode}): {run.stderr[-3000:]}"
+    assert report.exists()
     port = _free_port()
     proc = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(port),
@@ -106,7 +107,7 @@ def served(tmp_path_factory):
     )
     try:
         _wait_http(proc, f"http://127.0.0.1:{port}/server_info")
-        yield {"url": f"http://127.0.0.1:{port}", "report": report, "run_rc": run.returncode}
+        yield {"url": f"http://127.0.0.1:{port}", "report": report}
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down cleanly
         try:
