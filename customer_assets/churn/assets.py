@@ -33,8 +33,9 @@ RETRAIN_REASON_TAG = "customer_assets/retrain_reason"
 TARGET_ROC_AUC = 0.76
 TARGET_ECE = 0.05
 
-METRICS_TABLE_COLUMNS = ["model", "role", "model_version", "status"] + METRIC_NAMES + ["n", "churn_rate",
-                                                                                     "eval_snapshot", "as_of"]
+CI_COLUMNS = ["roc_auc_ci_low", "roc_auc_ci_high", "ece_ci_low", "ece_ci_high"]
+METRICS_TABLE_COLUMNS = (["model", "role", "model_version", "status"] + METRIC_NAMES + CI_COLUMNS
+                         + ["n", "churn_rate", "eval_snapshot", "as_of"])
 
 
 def _png_md(png: bytes, alt: str) -> str:
@@ -167,7 +168,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             "trained_through": str(eval_snapshot),
         }
         metrics = {
-            **{k: wm[k] for k in METRIC_NAMES + ["n", "churn_rate"]},
+            **{k: wm.get(k) for k in METRIC_NAMES + CI_COLUMNS + ["n", "churn_rate"]},
             "model_kind": win,
             "train_churn_rate": result.train_churn_rate,
             "all_models": result.metrics,
@@ -187,7 +188,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             rows.append({"model": name, "role": role,
                          "model_version": reg.version if name == win else None,
                          "status": reg.status if name == win else None,
-                         **{k: m.get(k) for k in METRIC_NAMES + ["n", "churn_rate"]},
+                         **{k: m.get(k) for k in METRIC_NAMES + CI_COLUMNS + ["n", "churn_rate"]},
                          "eval_snapshot": str(eval_snapshot), "as_of": str(as_of)})
         table = pd.DataFrame(rows, columns=METRICS_TABLE_COLUMNS)
         replace_table(con, "churn_model", table)
@@ -209,7 +210,9 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             "threshold": dg.MetadataValue.float(wm["threshold"]),
             "quality_target": dg.MetadataValue.text(
                 f"ROC AUC >= {TARGET_ROC_AUC} and ECE <= {TARGET_ECE}: "
-                + ("met" if meets else f"NOT met (ROC AUC {wm['roc_auc']:.3f}, ECE {wm['ece']:.3f})")),
+                + ("met" if meets else f"NOT met (ROC AUC {wm['roc_auc']:.3f}, ECE {wm['ece']:.3f})")
+                + (f"; bootstrap 95% CI: ROC AUC {wm['roc_auc_ci_low']:.3f}-{wm['roc_auc_ci_high']:.3f}, "
+                   f"ECE {wm['ece_ci_low']:.3f}-{wm['ece_ci_high']:.3f}" if "roc_auc_ci_low" in wm else "")),
             "model_version": dg.MetadataValue.int(reg.version),
             "registry_status": dg.MetadataValue.text(reg.status),
             "gate": dg.MetadataValue.text(reg.message + f" [{champ_note}]"),

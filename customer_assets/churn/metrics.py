@@ -77,6 +77,26 @@ def evaluate(y, p, threshold: float, predicted=None) -> dict:
     }
 
 
+def bootstrap_ci(y, p, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals (customers resampled) for ROC AUC and ECE: how much of a
+    difference between two numbers is just the luck of this one evaluation window."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    aucs, eces = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[i])) < 2:
+            continue
+        aucs.append(roc_auc_score(y[i], p[i]))
+        eces.append(expected_calibration_error(y[i], p[i]))
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    if not aucs:
+        return {}
+    return {"roc_auc_ci_low": float(np.percentile(aucs, lo)), "roc_auc_ci_high": float(np.percentile(aucs, hi)),
+            "ece_ci_low": float(np.percentile(eces, lo)), "ece_ci_high": float(np.percentile(eces, hi))}
+
+
 def rule_baseline_predictions(df: pd.DataFrame) -> np.ndarray:
     """The earlier tool's rule: recency > own average purchase gap, monetary and frequency below median."""
     repeat = df["active_days"] > 1

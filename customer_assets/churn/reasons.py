@@ -42,6 +42,9 @@ PHRASES = {
     "store_visits": ("{v:.0f} store visits", "Few store visits ({v:.0f})"),
 }
 
+# For a one-purchase customer these all say the same thing: phrased once as "Bought once, N days ago".
+ONE_PURCHASE_FEATURES = {"avg_interpurchase_days", "active_days", "frequency", "purchase_span_days"}
+
 
 def phrase(feature: str, value: float, median: float, direction: int = 0) -> str:
     """The customer's value in words: the 'high' phrase above the median (or at it, when churners
@@ -64,19 +67,23 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: di
         med = np.array([medians.get(f, 0.0) for f in cols])
         sign = np.array([directions.get(f, 0) for f in cols])
         C[(V - med) * sign < 0] = 0.0
-    order = np.argsort(-C, axis=1)[:, :k]
+    order = np.argsort(-C, axis=1)
     single = (features["active_days"].to_numpy() <= 1) if "active_days" in features else np.zeros(len(V), bool)
-    out = {f"reason_{i + 1}": [] for i in range(k)}
+    days_since = features["tenure_days"].to_numpy(dtype=float) if "tenure_days" in features else None
+    out = {f"reason_{i + 1}": [None] * C.shape[0] for i in range(k)}
     for r in range(C.shape[0]):
-        for i in range(k):
-            j = order[r, i]
-            if C[r, j] > 0:
-                f = cols[j]
-                if f == "avg_interpurchase_days" and single[r]:
-                    # the shared feature's fallback for one purchase day is the tenure: say so
-                    out[f"reason_{i + 1}"].append(f"Bought once, {V[r, j]:.0f} days ago, never again")
-                    continue
-                out[f"reason_{i + 1}"].append(phrase(f, V[r, j], medians.get(f, 0.0), (directions or {}).get(f, 0)))
+        said, once_said = 0, False
+        for j in order[r]:
+            if said == k or C[r, j] <= 0:
+                break
+            f = cols[j]
+            if single[r] and f in ONE_PURCHASE_FEATURES:
+                if once_said:
+                    continue  # no "only 1 order", "1 day" etc. next to "bought once"
+                once_said = True
+                text = "Bought once" + (f", {days_since[r]:.0f} days ago" if days_since is not None else "") + ", never again"
             else:
-                out[f"reason_{i + 1}"].append(None)
+                text = phrase(f, V[r, j], medians.get(f, 0.0), (directions or {}).get(f, 0))
+            out[f"reason_{said + 1}"][r] = text
+            said += 1
     return pd.DataFrame(out, index=features.index)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from customer_assets.churn.features import labelled_frame
-from customer_assets.churn.metrics import baseline_metrics, evaluate
+from customer_assets.churn.metrics import baseline_metrics, bootstrap_ci, evaluate
 from customer_assets.churn.model import MODEL_KINDS, best_f1_threshold, fit_calibrated
 
 MIN_HISTORY_DAYS = 30  # a training snapshot needs at least this much history before it
@@ -98,7 +98,7 @@ def train_and_select(training_set: pd.DataFrame, features: list, kinds=MODEL_KIN
         model, oof = fit_calibrated(kind, train[features], y_train, train["customer_id"])
         thresholds[kind] = best_f1_threshold(y_train, oof)
         probs[kind] = model.predict_proba(ev)[:, 1]
-        metrics[kind] = evaluate(y_eval, probs[kind], thresholds[kind])
+        metrics[kind] = {**evaluate(y_eval, probs[kind], thresholds[kind]), **bootstrap_ci(y_eval, probs[kind])}
         models[kind] = model
     metrics.update(baseline_metrics(ev, float(y_train.mean())))
     winner = max(kinds, key=lambda k: metrics[k]["roc_auc"])

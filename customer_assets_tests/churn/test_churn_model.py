@@ -163,3 +163,16 @@ def test_top_reasons_only_positive_and_on_the_churn_side():
     assert r.iloc[0].tolist() == ["No purchase for 200 days", None, None]
     assert r.iloc[1].tolist() == ["No purchase for 200 days", "Only 1 order(s) so far", None]
     assert phrase("unknown_feature", 5.0, 1.0) == "unknown feature above typical (5)"
+
+
+def test_one_time_buyer_is_told_once_not_three_times():
+    feats = pd.DataFrame({"avg_interpurchase_days": [204.0], "active_days": [1.0], "frequency": [1.0],
+                          "tenure_days": [204.0], "orders_90d": [0.0]})
+    contrib = pd.DataFrame({"avg_interpurchase_days": [0.5], "active_days": [0.9], "frequency": [0.7],
+                            "tenure_days": [-0.2], "orders_90d": [0.3]})
+    medians = {"avg_interpurchase_days": 40.0, "active_days": 3.0, "frequency": 3.0, "tenure_days": 150.0,
+               "orders_90d": 1.0}
+    r = top_reasons(feats, contrib, medians, directions={"avg_interpurchase_days": 1, "active_days": -1,
+                                                         "frequency": -1, "tenure_days": -1, "orders_90d": -1})
+    assert r.iloc[0].tolist() == ["Bought once, 204 days ago, never again",
+                                  "No or few orders in the last 90 days (0)", None]
