@@ -27,66 +27,112 @@ FALLBACK_DATE_FORMATS = (
 )
 
 
-def _text(col: str) -> str:
-    return f"NULLIF(trim(CAST({quote_ident(col)} AS VARCHAR)), '')"
+NUMERIC_TYPES = ("DOUBLE", "FLOAT", "REAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT",
+                 "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT")
 
 
-def _id(col: str) -> str:
-    # IDs exported through a float column arrive as "17850.0": keep them as "17850".
-    return f"regexp_replace({_text(col)}, '^([0-9]+)\\.0+$', '\\1')"
+def _is_numeric(typ: str) -> bool:
+    return typ.upper().startswith(NUMERIC_TYPES) or typ.upper().startswith("DECIMAL")
 
 
-def _num(col: str) -> str:
-    return f"TRY_CAST({_text(col)} AS DOUBLE)"
+def _is_temporal(typ: str) -> bool:
+    return typ.upper().startswith(("TIMESTAMP", "DATE"))
+
+
+class Parser:
+    """SQL expressions that turn one raw column into a canonical value.
+
+    Type-aware: CSV columns arrive as text and are parsed; typed (Parquet) columns are used as
+    they are, which avoids a costly number -> text -> number round trip on large files."""
+
+    def __init__(self, types: dict):
+        self.types = {k: v.upper() for k, v in types.items()}
+
+    def typ(self, col: str) -> str:
+        return self.types.get(col, "VARCHAR")
+
+    def is_text(self, col: str) -> bool:
+        return not (_is_numeric(self.typ(col)) or _is_temporal(self.typ(col)))
+
+    def text(self, col: str) -> str:
+        if self.is_text(col):
+            return f"NULLIF(trim(CAST({quote_ident(col)} AS VARCHAR)), '')"
+        return f"CAST({quote_ident(col)} AS VARCHAR)"
+
+    def id(self, col: str) -> str:
+        # IDs exported through a float column arrive as 17850.0 (or "17850.0"): keep "17850".
+        q = quote_ident(col)
+        if _is_numeric(self.typ(col)):
+            return (f"CASE WHEN {q} = floor({q}) THEN CAST(CAST({q} AS HUGEINT) AS VARCHAR) "
+                    f"ELSE CAST({q} AS VARCHAR) END")
+        t = self.text(col)
+        # (the LIKE pre-filter keeps the regex off the common case)
+        return f"CASE WHEN {t} LIKE '%.0' THEN regexp_replace({t}, '^([0-9]+)\\.0+$', '\\1') ELSE {t} END"
+
+    def num(self, col: str) -> str:
+        if _is_numeric(self.typ(col)):
+            return f"CAST({quote_ident(col)} AS DOUBLE)"
+        return f"TRY_CAST({self.text(col)} AS DOUBLE)"
+
+    def timestamp(self, col: str, date_format) -> str:
+        if _is_temporal(self.typ(col)):
+            return f"CAST({quote_ident(col)} AS TIMESTAMP)"
+        t = self.text(col)
+        if date_format:
+            return f"try_strptime({t}, {_sql_str(date_format)})"
+        fmts = "[" + ", ".join(_sql_str(f) for f in FALLBACK_DATE_FORMATS) + "]"
+        # CASE, not coalesce: the format list is only tried on rows the ISO cast cannot read.
+        return (f"CASE WHEN TRY_CAST({t} AS TIMESTAMP) IS NOT NULL THEN TRY_CAST({t} AS TIMESTAMP) "
+                f"ELSE try_strptime({t}, {fmts}) END")
 
 
 def _sql_str(s: str) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
-def _timestamp(col: str, date_format) -> str:
-    t = _text(col)
-    if date_format:
-        return f"try_strptime({t}, {_sql_str(date_format)})"
-    fmts = "[" + ", ".join(_sql_str(f) for f in FALLBACK_DATE_FORMATS) + "]"
-    return f"coalesce(TRY_CAST({t} AS TIMESTAMP), try_strptime({t}, {fmts}))"
+def raw_values_json(source_columns: list[str]) -> str:
+    """The original row as a JSON object {source column: text as read}."""
+    return "json_object(" + ", ".join(
+        f"{_sql_str(s)}, CAST({quote_ident(s)} AS VARCHAR)" for s in source_columns
+    ) + ")"
 
 
-def parsed_select(m: Mapping, source_columns: list[str]) -> str:
-    """SELECT list turning raw text into canonical typed columns (+ raw text where checks need it)."""
+# Canonical numeric fields whose raw text is kept (for "not a number" checks and details).
+NUMERIC_FIELDS = ("quantity", "unit_price", "line_total", "order_total", "discount")
+
+
+def parsed_select(m: Mapping, types: dict) -> str:
+    """SELECT list turning raw columns into canonical typed columns (+ raw text where checks need it)."""
     c = m.columns
+    p = Parser(types)
 
     def col(field, fn, typ):
         return f"{fn(c[field])} AS {field}" if field in c else f"CAST(NULL AS {typ}) AS {field}"
 
     if m.amount_mode == "quantity_x_price":
-        amount = f"{_num(c['quantity'])} * {_num(c['unit_price'])}"
+        amount = f"{p.num(c['quantity'])} * {p.num(c['unit_price'])}"
     elif m.amount_mode == "line_total":
-        amount = _num(c["line_total"])
+        amount = p.num(c["line_total"])
     else:
-        amount = _num(c["order_total"])
-    raw_json = "json_object(" + ", ".join(
-        f"{_sql_str(s)}, CAST({quote_ident(s)} AS VARCHAR)" for s in source_columns
-    ) + ")"
+        amount = p.num(c["order_total"])
     return ",\n".join([
-        "source_file", "source_row", "malformed_line",
-        col("customer_id", _id, "VARCHAR"),
+        "source_file", "source_sha256", "source_row", "malformed_line",
+        col("customer_id", p.id, "VARCHAR"),
         # Without an order id (one row per order), each source row is its own order.
-        col("order_id", _id, "VARCHAR") if "order_id" in c
+        col("order_id", p.id, "VARCHAR") if "order_id" in c
         else "left(source_sha256, 8) || ':' || CAST(source_row AS VARCHAR) AS order_id",
-        f"{_timestamp(c['order_datetime'], m.date_format)} AS order_datetime",
-        f"{_text(c['order_datetime'])} AS order_datetime_text",
-        col("product_id", _text, "VARCHAR"),
-        col("product_name", _text, "VARCHAR"),
-        col("quantity", _num, "DOUBLE"),
-        col("unit_price", _num, "DOUBLE"),
+        f"{p.timestamp(c['order_datetime'], m.date_format)} AS order_datetime",
+        f"{p.text(c['order_datetime'])} AS order_datetime_text",
+        col("product_id", p.text, "VARCHAR"),
+        col("product_name", p.text, "VARCHAR"),
+        col("quantity", p.num, "DOUBLE"),
+        col("unit_price", p.num, "DOUBLE"),
         f"{amount} AS line_total",
-        col("country", _text, "VARCHAR"),
-        col("store_id", _id, "VARCHAR"),
-        col("discount", _num, "DOUBLE"),
+        col("country", p.text, "VARCHAR"),
+        col("store_id", p.id, "VARCHAR"),
+        col("discount", p.num, "DOUBLE"),
         # raw text of the numeric fields, to tell "missing" from "not a number"
-        *[f"{_text(c[f])} AS {f}_text" for f in ("quantity", "unit_price", "line_total", "order_total", "discount") if f in c],
-        f"{raw_json} AS raw_values",
+        *[f"{p.text(c[f])} AS {f}_text" for f in NUMERIC_FIELDS if f in c],
     ])
 
 
@@ -151,48 +197,77 @@ def detail_case(m: Mapping) -> str:
     return "CASE reason " + " ".join(f"WHEN '{r}' THEN {e}" for r, e in parts.items()) + " END"
 
 
+def raw_column_types(con) -> dict:
+    """Source column -> DuckDB type in raw_transactions (metadata columns excluded)."""
+    return {r[0]: r[1] for r in con.execute("DESCRIBE raw_transactions").fetchall() if r[0] not in META_COLUMNS}
+
+
+DUP_KEY = ("customer_id", "order_id", "order_datetime", "product_id", "product_name", "quantity",
+           "unit_price", "line_total", "country", "store_id", "discount")
+
+
 def clean(con, mapping: Mapping) -> dict:
     """Rebuild cleaned_transactions and quarantined_transactions from raw_transactions.
 
     Returns counts per reason."""
     con.execute("SET enable_progress_bar = false")
-    source_columns = [
-        r[0] for r in con.execute("DESCRIBE raw_transactions").fetchall() if r[0] not in META_COLUMNS
-    ]
+    types = raw_column_types(con)
+    source_columns = list(types)
+    key = ", ".join(DUP_KEY)
+    # One pass: parse, first reason, a 64-bit hash of the duplicate key, and the original row as
+    # JSON only for rows already known to be quarantined (JSON for every row costs more than the rest).
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __classified AS
-            WITH parsed AS (SELECT {parsed_select(mapping, source_columns)} FROM raw_transactions)
-            SELECT *, {reason_case(mapping)} AS first_reason FROM parsed"""
+            WITH parsed AS (
+                SELECT {parsed_select(mapping, types)},
+                       {raw_values_json(source_columns)} AS __raw_json
+                FROM raw_transactions),
+            reasoned AS (SELECT * EXCLUDE (__raw_json), {reason_case(mapping)} AS first_reason, __raw_json FROM parsed)
+            SELECT * EXCLUDE (__raw_json),
+                   CASE WHEN first_reason IS NOT NULL THEN __raw_json END AS raw_values,
+                   CASE WHEN first_reason IS NULL THEN hash({key}) END AS dup_hash
+            FROM reasoned"""
     )
-    dup_key = ", ".join(
-        ["customer_id", "order_id", "order_datetime", "product_id", "product_name", "quantity",
-         "unit_price", "line_total", "country", "store_id", "discount"]
-    )
+    # Duplicates, exactly: the full-key window runs only over rows whose key hash repeats.
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE __outcome AS
-            SELECT * EXCLUDE (first_reason),
-                   CASE WHEN first_reason IS NOT NULL THEN first_reason
-                        WHEN row_number() OVER (PARTITION BY {dup_key} ORDER BY source_file, source_row) > 1
-                             THEN 'duplicate' END AS reason
-            FROM __classified"""
+        f"""CREATE OR REPLACE TEMP TABLE __duplicates AS
+            WITH candidates AS (
+                SELECT dup_hash FROM __classified WHERE dup_hash IS NOT NULL
+                GROUP BY dup_hash HAVING count(*) > 1),
+            ranked AS (
+                SELECT source_file, source_row,
+                       row_number() OVER (PARTITION BY {key} ORDER BY source_file, source_row) AS rn
+                FROM __classified SEMI JOIN candidates USING (dup_hash))
+            SELECT r.source_file, r.source_row, {raw_values_json(source_columns)} AS raw_values
+            FROM ranked r JOIN raw_transactions t USING (source_file, source_row)
+            WHERE r.rn > 1"""
     )
-    con.execute("DROP TABLE __classified")
     cleaned_cols = ", ".join(
         f"CAST({'CAST(order_datetime AS DATE)' if k == 'order_date' else k} AS {t}) AS {k}"
         for k, t in CLEANED_COLUMNS.items()
     )
     replace_table(
         con, "cleaned_transactions",
-        f"SELECT {cleaned_cols} FROM __outcome WHERE reason IS NULL ORDER BY order_datetime, source_file, source_row",
+        f"""SELECT {cleaned_cols} FROM __classified c
+            WHERE first_reason IS NULL
+              AND NOT EXISTS (SELECT 1 FROM __duplicates d
+                              WHERE d.source_file = c.source_file AND d.source_row = c.source_row)""",
     )
     q_cols = ", ".join(
         f"CAST({_q_expr(k, mapping)} AS {t}) AS {k}" for k, t in QUARANTINE_COLUMNS.items()
     )
     replace_table(
         con, "quarantined_transactions",
-        f"SELECT {q_cols} FROM __outcome WHERE reason IS NOT NULL ORDER BY source_file, source_row",
+        f"""WITH outcome AS (
+                SELECT c.* EXCLUDE (raw_values, first_reason),
+                       coalesce(c.first_reason, 'duplicate') AS reason,
+                       coalesce(c.raw_values, d.raw_values) AS raw_values
+                FROM __classified c LEFT JOIN __duplicates d USING (source_file, source_row)
+                WHERE c.first_reason IS NOT NULL OR d.source_row IS NOT NULL)
+            SELECT {q_cols} FROM outcome""",
     )
-    con.execute("DROP TABLE __outcome")
+    con.execute("DROP TABLE __classified")
+    con.execute("DROP TABLE __duplicates")
     rows = con.execute(
         "SELECT reason, count(*) FROM quarantined_transactions GROUP BY reason ORDER BY count(*) DESC"
     ).fetchall()

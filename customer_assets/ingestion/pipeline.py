@@ -78,9 +78,13 @@ def ingest(
         staged.append(table)
 
     if staged:
-        parts = ([] if not table_exists(con, "raw_transactions") else ["SELECT * FROM raw_transactions"])
-        parts += [f"SELECT * FROM {quote_ident(t)}" for t in staged]
-        replace_table(con, "raw_transactions", " UNION ALL BY NAME ".join(parts))
+        if len(staged) == 1 and not table_exists(con, "raw_transactions"):
+            # First load of one file: the staging table becomes raw_transactions (no second copy).
+            con.execute(f"ALTER TABLE {quote_ident(staged[0])} RENAME TO raw_transactions")
+        else:
+            parts = ([] if not table_exists(con, "raw_transactions") else ["SELECT * FROM raw_transactions"])
+            parts += [f"SELECT * FROM {quote_ident(t)}" for t in staged]
+            replace_table(con, "raw_transactions", " UNION ALL BY NAME ".join(parts))
         for t in staged:
             con.execute(f"DROP TABLE IF EXISTS {quote_ident(t)}")
         now = dt.datetime.now()
@@ -125,14 +129,11 @@ def _mapping_hash(m: Mapping) -> str:
 
 def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
     """raw = cleaned + quarantined, in rows (by key, not just by count) and in money."""
-    from customer_assets.ingestion.cleaning import parsed_select
+    from customer_assets.ingestion.cleaning import parsed_select, raw_column_types
 
-    source_columns = [
-        r[0] for r in con.execute("DESCRIBE raw_transactions").fetchall()
-        if r[0] not in ("source_file", "source_sha256", "source_row", "malformed_line")
-    ]
     raw_rows, raw_money = con.execute(
-        f"SELECT count(*), coalesce(sum(line_total), 0) FROM (SELECT {parsed_select(mapping, source_columns)} FROM raw_transactions)"
+        f"SELECT count(*), coalesce(sum(line_total), 0) FROM "
+        f"(SELECT {parsed_select(mapping, raw_column_types(con))} FROM raw_transactions)"
     ).fetchone()
     c_rows, c_money = con.execute("SELECT count(*), coalesce(sum(line_total), 0) FROM cleaned_transactions").fetchone()
     q_rows, q_money = con.execute("SELECT count(*), coalesce(sum(line_total), 0) FROM quarantined_transactions").fetchone()

@@ -2,7 +2,8 @@
 
 Staging columns: source_file, source_sha256, source_row (1-based data row, header excluded),
 malformed_line (the raw text of a line the CSV reader could not split, else NULL), then every
-source column as VARCHAR, exactly as read. Nothing is parsed here, so nothing can be lost here.
+source column exactly as read: text for CSV and Excel, the file's own types for Parquet.
+Nothing is parsed here, so nothing can be lost here.
 """
 
 from __future__ import annotations
@@ -114,14 +115,16 @@ def read_into_staging(con: duckdb.DuckDBPyConnection, path: str, sha: str, mappi
 def _create_empty_staging(con, table, columns):
     cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in columns)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT CAST(NULL AS VARCHAR) AS source_file, "
+        f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT CAST(NULL AS VARCHAR) AS source_file, "
         f"CAST(NULL AS VARCHAR) AS source_sha256, CAST(NULL AS BIGINT) AS source_row, "
         f"CAST(NULL AS VARCHAR) AS malformed_line, {cols} WHERE false"
     )
 
 
-def _staging_select(columns: list[str], row_expr: str) -> str:
-    casts = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in columns)
+def _staging_select(columns: list[str], row_expr: str, as_text: bool = True) -> str:
+    casts = ", ".join(
+        f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" if as_text else quote_ident(c) for c in columns
+    )
     return (
         f"? AS source_file, ? AS source_sha256, CAST({row_expr} AS BIGINT) AS source_row, "
         f"CAST(NULL AS VARCHAR) AS malformed_line, {casts}"
@@ -135,7 +138,8 @@ def _read_parquet(con, path, sha, mapping, table):
         raise IngestError(f"{path}: not a readable Parquet file ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
     mapping.check_columns(cols, path)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT {_staging_select(cols, 'file_row_number + 1')} "
+        # Parquet columns keep their types: the values as read, without a text round trip.
+        f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT {_staging_select(cols, 'file_row_number + 1', False)} "
         f"FROM read_parquet(?, file_row_number = true)",
         [path, sha, path],
     )
@@ -211,7 +215,7 @@ def _read_csv_with(con, path, sha, mapping, table, encoding):
         row_expr = "rowid + 1"
     null_cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in cols)
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS
+        f"""CREATE OR REPLACE TABLE {quote_ident(table)} AS
             SELECT {_staging_select(cols, row_expr)} FROM __csv_read
             UNION ALL
             SELECT ? , ?, data_row, csv_line, {null_cols} FROM __rejects""",
@@ -242,7 +246,7 @@ def _read_whitespace(con, path, sha, mapping, table):
     df.insert(0, "source_file", path)
     con.register("__ws_df", df)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT * FROM __ws_df")
+        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM __ws_df")
     finally:
         con.unregister("__ws_df")
     return None
@@ -304,7 +308,7 @@ def _read_excel(con, path, sha, mapping, table, info: FileRead):
     con.register("__excel_df", combined)
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT * FROM __excel_df"
+            f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM __excel_df"
         )
     finally:
         con.unregister("__excel_df")
