@@ -69,7 +69,13 @@ class LoadedModel:
 
 
 def ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(REGISTRY_DDL)
+    # Check first: readers (scoring, the report) may hold a read-only connection, where even
+    # CREATE TABLE IF NOT EXISTS is refused.
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'model_registry'"
+    ).fetchone()[0]
+    if not exists:
+        con.execute(REGISTRY_DDL)
 
 
 def sha256_file(path: Path) -> str:
