@@ -58,7 +58,8 @@ def run_stage(db: str, min_support: float | None) -> dict:
     out["dead_stock_s"] = round(time.perf_counter() - t, 2)
     out["dead_stock_products"] = int(dead.frame["is_dead_stock"].sum())
     t = time.perf_counter()
-    res = build_rules(con, ms, s.min_confidence, s.min_lift, s.max_itemset_len, as_of=as_of)
+    res = build_rules(con, ms, s.min_confidence, s.min_lift, s.max_itemset_len, as_of=as_of,
+                      min_orders=s.rules_min_orders)
     write_rules(con, res.rules)
     out["rules_s"] = round(time.perf_counter() - t, 2)
     out["rules"] = len(res.rules)

@@ -124,9 +124,12 @@ def mine_rules(
     country: Optional[str] = None,
     as_of=None,
     names: Optional[dict] = None,
+    min_orders: int = 1,
 ) -> tuple[pd.DataFrame, MiningStats]:
     """Rules over the baskets of cleaned_transactions (order_date <= as_of, optionally one country).
 
+    An itemset needs min_support of the orders and at least `min_orders` orders (the floor matters
+    for small per-country runs: 1% of 379 French orders would be 4 orders).
     Returns (rules, stats); rules has RULE_COLUMNS and is empty when nothing passes.
     """
     from mlxtend.frequent_patterns import apriori, association_rules
@@ -154,7 +157,7 @@ def mine_rules(
             stats.note = "no orders with a product_id"
             return empty_rules_frame(), stats
         # The smallest order count that reaches min_support (tolerant to float noise: 0.01*300=3.0000000000000004).
-        stats.min_count = max(1, math.ceil(min_support * stats.n_orders - 1e-9))
+        stats.min_count = max(1, int(min_orders), math.ceil(min_support * stats.n_orders - 1e-9))
         items = con.execute(
             f"SELECT product_id, count(*) AS n FROM {tmp} GROUP BY product_id "
             f"HAVING count(*) >= ? ORDER BY product_id",
@@ -293,6 +296,7 @@ def build_rules(
     per_country: bool = False,
     country_min_orders: int = 500,
     as_of=None,
+    min_orders: int = 1,
 ) -> RulesResult:
     """All-countries rules, plus one run per country with enough orders when `per_country`."""
     names = product_names(con, as_of)
@@ -301,7 +305,7 @@ def build_rules(
     if per_country:
         scopes += countries_for_rules(con, country_min_orders, as_of)
     for scope in scopes:
-        df, st = mine_rules(con, min_support, min_confidence, min_lift, max_len, scope, as_of, names)
+        df, st = mine_rules(con, min_support, min_confidence, min_lift, max_len, scope, as_of, names, min_orders)
         stats.append(st)
         if not df.empty:
             frames.append(df)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import duckdb
 import pandas as pd
 
@@ -24,3 +26,16 @@ def write_typed(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, co
         return replace_table(con, table, f"SELECT {casts} FROM {view}")
     finally:
         con.unregister(view)
+
+
+@contextmanager
+def warehouse_connection(resource):
+    """`resource.get_connection()` that also closes the connection when the body raises.
+
+    dagster_duckdb's get_connection closes only on normal exit: after an exception (e.g. a
+    dg.Failure for a bad inventory file) the read-write connection would stay open and lock the file."""
+    with resource.get_connection() as con:
+        try:
+            yield con
+        finally:
+            con.close()

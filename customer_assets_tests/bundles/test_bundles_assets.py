@@ -45,7 +45,7 @@ def test_materialize_bundles(tmp_path, resources_for):
     inv = tmp_path / "inventory.csv"
     # B stocked 10, sold 4 -> 0.4 dead; A sold 5 of 5; C sold 3 of 5 -> exactly 0.6, not dead
     pd.DataFrame({"product_id": ["A", "B", "C"], "units_stocked": [5, 10, 5]}).to_csv(inv, index=False)
-    result, con = run(tmp_path, resources_for, handmade_rows(), inventory=inv, min_support=0.2,
+    result, con = run(tmp_path, resources_for, handmade_rows(), inventory=inv, min_support=0.2, rules_min_orders=1,
                       as_of="2021-01-31", dead_stock_window_days=31)
     assert result.success
     dead = dict(con.execute("SELECT product_id, is_dead_stock FROM dead_stock").fetchall())

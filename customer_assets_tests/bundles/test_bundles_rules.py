@@ -134,5 +134,13 @@ def test_per_country_runs(con):
     assert R.countries_for_rules(con, 4) == ["UK"]
 
 
+def test_min_orders_floor(baskets_con):
+    # 1% of 10 orders would be 1 order; the floor of 3 orders keeps only {A, B} (3 orders)
+    df, st = R.mine_rules(baskets_con, 0.01, 0.05, 0.0, 3, min_orders=3)
+    assert st.min_count == 3 and len(df) == 2
+    df, st = R.mine_rules(baskets_con, 0.01, 0.05, 0.0, 3, min_orders=4)
+    assert st.min_count == 4 and df.empty
+
+
 def test_min_count_is_ceiling():
     assert math.ceil(0.01 * 18402 - 1e-9) == 185
