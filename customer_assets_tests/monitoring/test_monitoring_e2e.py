@@ -12,73 +12,14 @@ The base warehouse (all_assets on the sample) is built once per module and copie
 import os
 import shutil
 import time
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
-from customer_assets import definitions as code_location
 from customer_assets.automation import drift_retrain_sensor, new_data_sensor
+from customer_assets.monitoring.scenario import make_defs, registry_rows, tick, write_slices
 
 pytestmark = pytest.mark.slow
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RETAIL = PROJECT_ROOT / "data" / "online_retail.parquet"
-MAPPING = PROJECT_ROOT / "data" / "online_retail_mapping.json"
-SAMPLE_END = "2011-09-01"
-LATER_END = "2011-09-29"
-KEEP = "(CustomerID IS NULL AND hash(InvoiceNo) % 2 = 0) OR hash(CAST(CustomerID AS BIGINT)) % 2 = 0"
-
-
-def write_slices(folder: Path) -> dict:
-    c = duckdb.connect()
-    paths = {k: folder / f"{k}.parquet" for k in ("sample", "later_same", "later_shifted")}
-    later = f"FROM '{RETAIL}' WHERE InvoiceDate >= '{SAMPLE_END}' AND InvoiceDate < '{LATER_END}' AND ({KEEP})"
-    c.execute(f"COPY (SELECT * FROM '{RETAIL}' WHERE InvoiceDate < '{SAMPLE_END}' AND ({KEEP})) "
-              f"TO '{paths['sample']}' (FORMAT parquet)")
-    c.execute(f"COPY (SELECT * {later}) TO '{paths['later_same']}' (FORMAT parquet)")
-    c.execute(
-        f"""COPY (
-            SELECT InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice * 3 AS UnitPrice,
-                   CustomerID, Country {later}
-            UNION ALL
-            SELECT 'N' || InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice * 3,
-                   CustomerID + 100000, Country {later} AND CustomerID IS NOT NULL AND InvoiceNo NOT LIKE 'C%'
-        ) TO '{paths['later_shifted']}' (FORMAT parquet)"""
-    )
-    c.close()
-    return paths
-
-
-def make_defs(root: Path, models_dir: Path, sample: Path) -> dg.Definitions:
-    from dagster_duckdb import DuckDBResource
-
-    from customer_assets.resources import ModelStore, SourceConfig, build_resources
-    from customer_assets.settings import AnalyticsSettings
-
-    (root / "incoming").mkdir(exist_ok=True)
-    resources = build_resources(  # the code location's resources (notifier: dry run), pointed at tmp paths
-        duckdb=DuckDBResource(database=str(root / "warehouse.duckdb")),
-        source=SourceConfig(source=str(sample), mapping=str(MAPPING), landing_dir=str(root / "incoming"),
-                            inventory=None),
-        model_store=ModelStore(models_dir=str(models_dir), reports_dir=str(root / "reports")),
-        settings=AnalyticsSettings(),
-    )
-    from customer_assets.automation import JOBS, SCHEDULES, SENSORS
-
-    return dg.Definitions(
-        assets=[a for s in code_location.STAGES for a in s.ASSETS],
-        asset_checks=[c for s in code_location.STAGES for c in s.CHECKS],
-        jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS, resources=resources,
-        executor=dg.in_process_executor,
-    )
-
-
-def tick(sensor, instance, defs, cursor):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources={"source": defs.resources["source"]})
-    return sensor.evaluate_tick(ctx)
 
 
 def run(defs, instance, request, job_name):
@@ -86,14 +27,6 @@ def run(defs, instance, request, job_name):
     result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, tags=request.tags)
     assert result.success
     return result
-
-
-def registry(root: Path):
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as c:
-        return c.execute(
-            "SELECT name, version, status, reason, selection_metric, round(selection_value, 4) AS value, "
-            "gate_message FROM model_registry ORDER BY name, version"
-        ).df()
 
 
 def latest_drift_metadata(instance):
@@ -105,10 +38,10 @@ def latest_drift_metadata(instance):
 def base(tmp_path_factory):
     """all_assets on the sample, then one tick of each sensor (nothing to do): copied per test."""
     root = tmp_path_factory.mktemp("monitoring_base")
-    slices = write_slices(root)
+    slices = write_slices(root, keep_every=2)
     home = root / "dagster_home"
     home.mkdir()
-    defs = make_defs(root, root / "models", slices["sample"])
+    defs = make_defs(root, slices["sample"])
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         defs.resolve_job_def("all_assets").execute_in_process(instance=instance)
         drift = tick(drift_retrain_sensor, instance, defs, None)
@@ -123,7 +56,7 @@ def world(base, tmp_path):
     root.mkdir()
     shutil.copy(base["root"] / "warehouse.duckdb", root / "warehouse.duckdb")
     shutil.copytree(base["root"] / "dagster_home", root / "dagster_home")
-    defs = make_defs(root, root / "models", base["slices"]["sample"])
+    defs = make_defs(root, base["slices"]["sample"])
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         yield root, defs, instance
 
@@ -151,7 +84,7 @@ def _after_new_file(base, world, slice_name):
 
 def test_shifted_file_triggers_exactly_one_retrain_recorded_in_the_registry(base, world):
     root, defs, instance = _after_new_file(base, world, "later_shifted")
-    before = registry(root)
+    before = registry_rows(root)
     md = latest_drift_metadata(instance)
     assert md["retrain_recommended"] is True, md["summary"]
     assert md["as_of"] == "2011-09-28" and md["data_fingerprint"] != base["drift_md"]["data_fingerprint"]
@@ -165,7 +98,7 @@ def test_shifted_file_triggers_exactly_one_retrain_recorded_in_the_registry(base
     assert d2.run_requests == [], "a second tick on the same report must not request again"
 
     run(defs, instance, req, "retrain_models")
-    after = registry(root)
+    after = registry_rows(root)
     churn_new = after[(after["name"] == "churn_model") & ~after["version"].isin(
         before.loc[before["name"] == "churn_model", "version"])]
     assert len(churn_new) == 1
@@ -192,11 +125,11 @@ def test_shifted_file_triggers_exactly_one_retrain_recorded_in_the_registry(base
 
 def test_same_distribution_file_does_not_retrain(base, world):
     root, defs, instance = _after_new_file(base, world, "later_same")
-    before = registry(root)
+    before = registry_rows(root)
     md = latest_drift_metadata(instance)
     assert md["as_of"] == "2011-09-28"
     assert md["retrain_recommended"] is False, md["summary"]
     d1 = tick(drift_retrain_sensor, instance, defs, base["drift"].cursor)
     assert d1.run_requests == [] and "within thresholds" in d1.skip_message
-    assert registry(root).equals(before)
+    assert registry_rows(root).equals(before)
     print(f"\nSENSOR DECISION (same distribution): {d1.skip_message}")
