@@ -62,10 +62,10 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         "campaign_week": week,
         "population_from": str(gathered.population_table),
         "control_group_customers": int(actions["control_group"].sum()),
-        "control_group_share": float(actions["control_group"].mean()) if n else 0.0,
+        "control_group_share": round(float(actions["control_group"].mean()), 4) if n else 0.0,
         "contacted_customers": int(actions["contact"].sum()),
-        "total_value_at_risk": float(actions["value_at_risk"].sum(skipna=True)),
-        "by_risk_band": dg.MetadataValue.md(df_to_markdown(summary)),
+        "total_value_at_risk": round(float(actions["value_at_risk"].sum(skipna=True)), 2),
+        "by_risk_band": dg.MetadataValue.md(df_to_markdown(summary, floatfmt=",.2f")),
         "input_notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in gathered.notes) or "all inputs present"),
     }
     if n and not summary.empty:
