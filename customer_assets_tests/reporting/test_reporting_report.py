@@ -182,3 +182,36 @@ def test_retention_curve_leaves_out_the_first_cohort_and_the_partial_month():
     curve, excluded = retention_curve(pd.DataFrame(rows), dt.date(2011, 4, 30))  # April complete
     # month 1: Feb 11 and Mar 12 -> 11.5; month 2: Feb 21 (the Mar cohort has no month 2 yet).
     assert curve.to_dict() == {1: 11.5, 2: 21.0} and len(excluded) == 1
+
+
+def test_reliability_is_recomputed_on_the_matured_window(con, tmp_path):
+    """A registered model that always says 0.5: one bin, observed rate = the window's churn rate
+    counted independently in SQL (customers seen by the snapshot without an order after it)."""
+    import datetime as dt
+
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    from customer_assets.registry import register_model
+    from customer_assets.reporting.sections import reliability_on_matured_window
+
+    write_upstream(con)
+    bins, why = reliability_on_matured_window(con, 90)
+    assert bins is None and "no model_registry" in why  # nothing registered yet
+    model = DummyClassifier(strategy="prior").fit(np.zeros((2, 1)), [0, 1])
+    register_model(con, tmp_path / "models", "churn_model", {"pipeline": model, "features": ["recency_days"]},
+                   metrics={"roc_auc": 0.5}, features=["recency_days"], selection_metric="roc_auc")
+    bins, why = reliability_on_matured_window(con, 90)
+    last = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    snap = last - dt.timedelta(days=90)
+    seen, churned = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+                 SELECT 1 FROM cleaned_transactions t2 WHERE t2.customer_id = t.customer_id
+                 AND t2.order_date > ? AND t2.order_date <= ?))
+           FROM (SELECT DISTINCT customer_id FROM cleaned_transactions WHERE order_date <= ?) t""",
+        [snap, last, snap],
+    ).fetchone()
+    assert 0 < churned < seen
+    assert len(bins) == 1 and bins["predicted"].iloc[0] == pytest.approx(0.5)
+    assert bins["n"].iloc[0] == seen and bins["observed"].iloc[0] == pytest.approx(churned / seen)
+    assert f"{seen:,} customers" in why and f"scored at {snap}" in why
