@@ -77,7 +77,7 @@ def evaluate(y, p, threshold: float, predicted=None) -> dict:
     }
 
 
-def bootstrap_ci(y, p, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+def bootstrap_ci(y, p, n_boot: int = 100, seed: int = 0, level: float = 0.95) -> dict:
     """Percentile bootstrap intervals (customers resampled) for ROC AUC and ECE: how much of a
     difference between two numbers is just the luck of this one evaluation window."""
     y = np.asarray(y, dtype=int)
