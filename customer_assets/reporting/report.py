@@ -72,6 +72,9 @@ def recommendations(found: dict) -> list[str]:
         top = found.get("actions", {}).get("top", [])
         if top:
             parts.append("top of the list: " + ", ".join(f"customer {t['customer_id']}" for t in top))
+        odd = found.get("actions", {}).get("cancelled_most", [])
+        if odd:
+            parts.append(f"check {', '.join(odd)} by hand first: they cancelled most of what they bought")
         recs.append("Win back: " + "; ".join(parts) + ".")
     coh = found.get("cohorts", {})
     if "m1" in coh:

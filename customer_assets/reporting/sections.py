@@ -203,6 +203,21 @@ def _barh(labels, values, title: str, log: bool = False) -> str:
     return img(fig, title)
 
 
+def cancellations(con, key: str, ids: list, measure: str) -> Optional[pd.Series]:
+    """Cancelled amount (positive) per product_id / customer_id for `ids`, from quarantined
+    cancellation lines (`measure`: quantity or line_total); None without a quarantine table."""
+    if "reason" not in table_columns(con, "quarantined_transactions") or not ids:
+        return None
+    df = con.execute(
+        f"""SELECT CAST({key} AS VARCHAR) AS k, -sum({measure}) AS cancelled
+            FROM quarantined_transactions
+            WHERE reason = 'cancellation' AND CAST({key} AS VARCHAR) IN (SELECT unnest(?))
+            GROUP BY 1""",
+        [ids],
+    ).df()
+    return df.set_index("k")["cancelled"].astype(float)
+
+
 def top_products(con) -> Section:
     title = "Top products"
     df = read_optional(con, "top_products")
@@ -215,7 +230,17 @@ def top_products(con) -> Section:
     units = pick(df.columns, "units", "quantity")
     keep = [c for c in [pick(df.columns, "product_id"), name, units, rev] if c]
     top = df.sort_values(rev, ascending=False).drop_duplicates(subset=[name])[list(dict.fromkeys(keep))].head(10)
+    flagged = []
+    pid = pick(top.columns, "product_id")
+    if pid and units and len(top):
+        cancelled = cancellations(con, "product_id", top[pid].astype(str).tolist(), "quantity")
+        if cancelled is not None:
+            top["cancelled_units"] = top[pid].astype(str).map(cancelled).fillna(0.0)
+            flagged = top.loc[top["cancelled_units"] > 0.5 * top[units], name].astype(str).tolist()
     body = _barh(top[name].astype(str).str[:40], top[rev], "Top 10 products by revenue") + html_table(top, 10)
+    if flagged:
+        body += note("Gross of cancellations (cancelled lines are quarantined, not netted): most units of "
+                     + ", ".join(flagged) + " were cancelled, so their rank overstates real sales.")
     md = [f"- Top product by revenue: {top.iloc[0][name]} (£{top.iloc[0][rev]:,.0f})"] if len(top) else []
     return Section("top_products", title, body, md, {"top_product": str(top.iloc[0][name]) if len(top) else None})
 
@@ -537,13 +562,26 @@ def actions(con) -> Section:
         """SELECT priority, customer_id, country, segment, tier, risk_band, churn_probability, clv_12m,
                   value_at_risk, reason_1 FROM retention_actions WHERE contact ORDER BY priority LIMIT 10"""
     ).df()
+    flagged = []
+    cancelled = cancellations(con, "customer_id", top["customer_id"].astype(str).tolist(), "line_total")
+    if cancelled is not None and len(top) and table_exists(con, "cleaned_transactions"):
+        gross = con.execute(
+            "SELECT CAST(customer_id AS VARCHAR) AS k, sum(line_total) AS s FROM cleaned_transactions "
+            "WHERE CAST(customer_id AS VARCHAR) IN (SELECT unnest(?)) GROUP BY 1",
+            [top["customer_id"].astype(str).tolist()],
+        ).df().set_index("k")["s"]
+        ids = top["customer_id"].astype(str)
+        top.insert(9, "cancelled_share", (ids.map(cancelled).fillna(0.0) / ids.map(gross)).round(2))
+        flagged = ids[top["cancelled_share"] > 0.5].tolist()
     outbox = ""
     if table_exists(con, "notification_outbox"):
         counts = con.execute(
             "SELECT channel, delivery_status, count(*) AS messages FROM notification_outbox GROUP BY ALL ORDER BY 1, 2"
         ).df()
         outbox = "<h3>Notification outbox</h3>" + html_table(counts, 10)
-    facts = {"by_band": by_band.to_dict("records"), "top": top.head(3).to_dict("records")}
+    clean_top = top[~top["customer_id"].astype(str).isin(flagged)]
+    facts = {"by_band": by_band.to_dict("records"), "top": clean_top.head(3).to_dict("records"),
+             "cancelled_most": flagged}
     body = ""
     if by_band["value_at_risk"].notna().any():
         fig, ax = plt.subplots(figsize=(7, 2.8))
@@ -552,7 +590,11 @@ def actions(con) -> Section:
         body = img(fig, "value at risk")
     if not by_band["contacted"].any():
         body += note("Nobody is contacted: without churn scores there is no risk band to act on.")
-    body += html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3) + outbox
+    body += html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3)
+    if flagged:
+        body += note("Check before contacting: customer(s) " + ", ".join(flagged) + " cancelled more than half of "
+                     "what they bought (cancelled_share), so their CLV and value at risk are overstated.")
+    body += outbox
     return Section("actions", title, body, [], facts)
 
 

@@ -215,3 +215,26 @@ def test_reliability_is_recomputed_on_the_matured_window(con, tmp_path):
     assert len(bins) == 1 and bins["predicted"].iloc[0] == pytest.approx(0.5)
     assert bins["n"].iloc[0] == seen and bins["observed"].iloc[0] == pytest.approx(churned / seen)
     assert f"{seen:,} customers" in why and f"scored at {snap}" in why
+
+
+def test_cancellations_are_flagged_in_products_and_priorities(con):
+    write_report_inputs(con)
+    top_customer = con.execute("SELECT customer_id FROM retention_actions WHERE priority = 1").fetchone()[0]
+    gross = con.execute("SELECT sum(line_total) FROM cleaned_transactions WHERE customer_id = ?",
+                        [top_customer]).fetchone()[0]
+    pid, units = con.execute("SELECT product_id, units FROM top_products WHERE ranked_by = 'revenue' "
+                             "ORDER BY rank LIMIT 1").fetchone()
+    _write_df(con, "quarantined_transactions", pd.DataFrame({
+        "reason": ["cancellation", "cancellation", "duplicate"],
+        "customer_id": [top_customer, "C000", top_customer],
+        "product_id": [pid, "P9", pid],
+        "quantity": [-0.6 * units, -1.0, -10 * units],
+        "line_total": [-0.7 * gross, -1.0, -10 * gross],  # the duplicate row must not count
+    }))
+    report = rp.build_report(con)
+    html = report["html"]
+    assert "Gross of cancellations" in html and "most units of Product" in html
+    assert f"Check before contacting: customer(s) {top_customer} cancelled" in html
+    win_back = next(r for r in report["recommendations"] if r.startswith("Win back"))
+    assert f"check {top_customer} by hand first" in win_back
+    assert f"customer {top_customer}," not in win_back.split("top of the list:")[1].split(";")[0]
