@@ -180,3 +180,19 @@ def test_assets_materialize_and_send_through_local_api(tmp_path, resources_for):
     meta = json.dumps({k: str(v.value) for m in mats for k, v in m.metadata.items()})
     assert TOKEN not in meta and SID not in meta
     assert mats[0].metadata["delivery_skipped_already_sent"].value == len(high_contacted)
+
+
+def test_run_cap_leaves_the_rest_pending_for_the_next_run(con, tmp_path):
+    actions = _actions(con)
+    contacts, _ = ob.read_contacts(con, str(_contacts_file(tmp_path, [cid(i) for i in range(N)])))
+    outbox = ob.build_outbox(actions, contacts)
+    n_sms = int((outbox["channel"] == "sms").sum())
+    with FakeSmsApi() as api:
+        first = ob.deliver(con, outbox, contacts, _sender(api.url, max_sends_per_run=2))
+        assert (first.sent, first.skipped_run_cap) == (2, n_sms - 2)
+        status = ob.outbox_with_status(con, outbox, sending=True)
+        sms = status[status["channel"] == "sms"].sort_values("priority")
+        assert sms["delivery_status"].tolist() == ["sent", "sent"] + ["pending"] * (n_sms - 2)
+        second = ob.deliver(con, outbox, contacts, _sender(api.url))
+        assert (second.sent, second.skipped_already_sent) == (n_sms - 2, 2)
+        assert len(api.requests) == n_sms
