@@ -8,6 +8,9 @@ linear model can give, say, frequency a positive weight once active days are acc
 "25 orders so far" is no reason a marketer would accept for churn. A feature is a reason only
 when its contribution is positive AND the customer's value lies on the side of the training
 median where churners are (`directions`, the sign of the feature's rank correlation with churn).
+Features telling the same story (orders or spend in the last 30/90/180 days; gap and orders per
+month; orders and purchase days; for a one-time buyer frequency, active days, span, gap and orders per month)
+give one reason, not three.
 A customer with fewer than three such features gets fewer reasons (NULL).
 """
 
@@ -29,9 +32,9 @@ PHRASES = {
     "avg_interpurchase_days": ("Long gaps between purchases ({v:.0f} days on average)", "Short gaps between purchases ({v:.0f} days)"),
     "purchase_span_days": ("{v:.0f} days between first and last order", "First and last order only {v:.0f} days apart"),
     "orders_per_30d": ("Orders often ({v:.1f} per month)", "Orders rarely ({v:.2f} per month)"),
-    "orders_30d": ("{v:.0f} orders in the last 30 days", "No or few orders in the last 30 days ({v:.0f})"),
-    "orders_90d": ("{v:.0f} orders in the last 90 days", "No or few orders in the last 90 days ({v:.0f})"),
-    "orders_180d": ("{v:.0f} orders in the last 180 days", "Few orders in the last 180 days ({v:.0f})"),
+    "orders_30d": ("{v:.0f} orders in the last 30 days", "Only {v:.0f} order(s) in the last 30 days"),
+    "orders_90d": ("{v:.0f} orders in the last 90 days", "Only {v:.0f} order(s) in the last 90 days"),
+    "orders_180d": ("{v:.0f} orders in the last 180 days", "Only {v:.0f} order(s) in the last 180 days"),
     "spend_30d": ("Spent {v:,.0f} in the last 30 days", "Spent little in the last 30 days ({v:,.0f})"),
     "spend_90d": ("Spent {v:,.0f} in the last 90 days", "Spent little in the last 90 days ({v:,.0f})"),
     "spend_180d": ("Spent {v:,.0f} in the last 180 days", "Spent little in the last 180 days ({v:,.0f})"),
@@ -43,7 +46,20 @@ PHRASES = {
 }
 
 # For a one-purchase customer these all say the same thing: phrased once as "Bought once, N days ago".
-ONE_PURCHASE_FEATURES = {"avg_interpurchase_days", "active_days", "frequency", "purchase_span_days"}
+ONE_PURCHASE_FEATURES = {"avg_interpurchase_days", "active_days", "frequency", "purchase_span_days", "orders_per_30d"}
+# Features that tell the same story: at most one reason per story.
+STORIES = {
+    **{f: "recent activity" for f in ("orders_30d", "orders_90d", "orders_180d", "spend_30d", "spend_90d", "spend_180d")},
+    "avg_interpurchase_days": "rhythm", "orders_per_30d": "rhythm",
+    "frequency": "purchase count", "active_days": "purchase count",
+}
+# Clearer words when the value is zero.
+ZERO_PHRASES = {
+    "orders_30d": "No orders in the last 30 days", "orders_90d": "No orders in the last 90 days",
+    "orders_180d": "No orders in the last 180 days", "spend_30d": "Nothing bought in the last 30 days",
+    "spend_90d": "Nothing bought in the last 90 days", "spend_180d": "Nothing bought in the last 180 days",
+    "return_rate": "Never returns anything",
+}
 
 
 def phrase(feature: str, value: float, median: float, direction: int = 0) -> str:
@@ -52,6 +68,8 @@ def phrase(feature: str, value: float, median: float, direction: int = 0) -> str
     high, low = PHRASES.get(
         feature, (feature.replace("_", " ") + " above typical ({v:.3g})", feature.replace("_", " ") + " below typical ({v:.3g})")
     )
+    if value == 0 and feature in ZERO_PHRASES:
+        return ZERO_PHRASES[feature]
     template = high if value > median or (value == median and direction > 0) else low
     return template.format(v=value)
 
@@ -72,15 +90,16 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: di
     days_since = features["tenure_days"].to_numpy(dtype=float) if "tenure_days" in features else None
     out = {f"reason_{i + 1}": [None] * C.shape[0] for i in range(k)}
     for r in range(C.shape[0]):
-        said, once_said = 0, False
+        said, told = 0, set()
         for j in order[r]:
             if said == k or C[r, j] <= 0:
                 break
             f = cols[j]
-            if single[r] and f in ONE_PURCHASE_FEATURES:
-                if once_said:
-                    continue  # no "only 1 order", "1 day" etc. next to "bought once"
-                once_said = True
+            story = "bought once" if single[r] and f in ONE_PURCHASE_FEATURES else STORIES.get(f, f)
+            if story in told:
+                continue  # e.g. no "only 1 order" next to "bought once", no 180-day story after the 90-day one
+            told.add(story)
+            if story == "bought once":
                 text = "Bought once" + (f", {days_since[r]:.0f} days ago" if days_since is not None else "") + ", never again"
             else:
                 text = phrase(f, V[r, j], medians.get(f, 0.0), (directions or {}).get(f, 0))

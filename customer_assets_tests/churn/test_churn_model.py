@@ -166,13 +166,18 @@ def test_top_reasons_only_positive_and_on_the_churn_side():
 
 
 def test_one_time_buyer_is_told_once_not_three_times():
-    feats = pd.DataFrame({"avg_interpurchase_days": [204.0], "active_days": [1.0], "frequency": [1.0],
-                          "tenure_days": [204.0], "orders_90d": [0.0]})
-    contrib = pd.DataFrame({"avg_interpurchase_days": [0.5], "active_days": [0.9], "frequency": [0.7],
-                            "tenure_days": [-0.2], "orders_90d": [0.3]})
-    medians = {"avg_interpurchase_days": 40.0, "active_days": 3.0, "frequency": 3.0, "tenure_days": 150.0,
-               "orders_90d": 1.0}
+    feats = pd.DataFrame({"avg_interpurchase_days": [204.0, 30.0], "active_days": [1.0, 4.0],
+                          "frequency": [1.0, 4.0], "tenure_days": [204.0, 120.0], "orders_90d": [0.0, 1.0],
+                          "orders_180d": [0.0, 1.0]})
+    contrib = pd.DataFrame({"avg_interpurchase_days": [0.5, 0.1], "active_days": [0.9, 0.5], "frequency": [0.7, 0.6],
+                            "tenure_days": [-0.2, -0.2], "orders_90d": [0.3, 0.4], "orders_180d": [0.35, 0.8]})
+    medians = {"avg_interpurchase_days": 40.0, "active_days": 5.0, "frequency": 5.0, "tenure_days": 150.0,
+               "orders_90d": 2.0, "orders_180d": 3.0}
     r = top_reasons(feats, contrib, medians, directions={"avg_interpurchase_days": 1, "active_days": -1,
-                                                         "frequency": -1, "tenure_days": -1, "orders_90d": -1})
-    assert r.iloc[0].tolist() == ["Bought once, 204 days ago, never again",
-                                  "No or few orders in the last 90 days (0)", None]
+                                                         "frequency": -1, "tenure_days": -1, "orders_90d": -1,
+                                                         "orders_180d": -1})
+    # one-time buyer: frequency / active days / gap are one story; 180 and 90 days are one story
+    assert r.iloc[0].tolist() == ["Bought once, 204 days ago, never again", "No orders in the last 180 days", None]
+    # a repeat buyer: the 90-day count is not repeated after the 180-day one; its gap is below median (safe side)
+    # and "4 orders" and "4 purchase days" are one story too
+    assert r.iloc[1].tolist() == ["Only 1 order(s) in the last 180 days", "Only 4 order(s) so far", None]
