@@ -70,10 +70,12 @@ class DriftResult:
         by_model: dict = {}
         for b in sorted(self.psi_breaches, key=lambda r: -r["psi"]):
             by_model.setdefault((b["model"], b["model_version"]), []).append(b)
+        texts: dict = {}  # models whose breaches read the same (shared features) share one part
         for (model, version), rows in by_model.items():
             shown = ", ".join(f"{r['feature']}={r['psi']:.3f}" for r in rows[:4])
             more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""
-            parts.append(f"PSI {shown}{more} > {psi_threshold:g} ({model} v{version})")
+            texts.setdefault(f"PSI {shown}{more} > {psi_threshold:g}", []).append(f"{model} v{version}")
+        parts += [f"{text} ({', '.join(models)})" for text, models in texts.items()]
         if self.auc_breached:
             a = self.auc
             parts.append(

@@ -154,3 +154,18 @@ def test_deployment_baseline_is_the_data_the_champion_was_trained_on(tmp_path, c
     assert baseline_as_of(con, current_champion(con, "churn_model"), new_end) == base_end
     t2 = model_psi(con, "churn_model", new_end, {"tenure_days"}, compute_customer_features)[0].set_index("feature")
     assert t2.loc["monetary", "psi"] > 0.2 and t2.loc["frequency", "psi"] > 0.2
+
+
+def test_reason_names_features_values_and_models_once():
+    from customer_assets.monitoring.drift import DriftResult
+
+    rows = [{"model": m, "model_version": 1, "feature": f, "psi": v}
+            for m in ("churn_model", "ltv_xgb") for f, v in (("spend_30d", 0.712), ("price_index", 1.026))]
+    rows.append({"model": "churn_model", "model_version": 1, "feature": "gap_ratio", "psi": 0.25})
+    r = DriftResult(AS_OF, pd.DataFrame(), pd.DataFrame(), {}, psi_breaches=rows)
+    assert r.reason(0.2, 0.1) == (
+        "drift: PSI price_index=1.026, spend_30d=0.712, gap_ratio=0.250 > 0.2 (churn_model v1); "
+        "PSI price_index=1.026, spend_30d=0.712 > 0.2 (ltv_xgb v1)"
+    )
+    r.psi_breaches = rows[:4]
+    assert r.reason(0.2, 0.1) == "drift: PSI price_index=1.026, spend_30d=0.712 > 0.2 (churn_model v1, ltv_xgb v1)"
