@@ -93,6 +93,8 @@ def run(con, horizon_days: int = 90) -> pd.DataFrame:
         model, _ = fit_calibrated(kind, train[features], y_tr, train["customer_id"])
         p = model.predict_proba(ev)[:, 1]
         add("A calibration", "cross-fitted isotonic, pooled snapshots (deployed)", kind, y_ev, p)
+        platt, _ = fit_calibrated(kind, train[features], y_tr, train["customer_id"], method="platt")
+        add("A calibration", "cross-fitted Platt, pooled snapshots", kind, y_ev, platt.predict_proba(ev)[:, 1])
         adj, q = _em_prior_shift(p, float(y_tr.mean()))
         add("A calibration", "deployed + EM prior shift on eval features", kind, y_ev, adj,
             note=f"estimated churn rate {q:.3f}")

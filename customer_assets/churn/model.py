@@ -57,6 +57,22 @@ def customer_folds(customer_ids: pd.Series, n_folds: int) -> np.ndarray:
     return customer_ids.astype(str).map(lambda c: zlib.crc32(c.encode()) % n_folds).to_numpy()
 
 
+class PlattCalibrator:
+    """Platt scaling: a logistic regression on the logit of the raw score (monotone, smooth)."""
+
+    def fit(self, raw, y):
+        self.lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
+        return self
+
+    def predict(self, raw):
+        return self.lr.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 @dataclass
 class CalibratedChurnModel:
     """A fitted base model + an isotonic calibrator; predict_proba gives calibrated churn probabilities."""
@@ -64,7 +80,7 @@ class CalibratedChurnModel:
     kind: str
     features: list
     base: object
-    calibrator: IsotonicRegression
+    calibrator: object  # IsotonicRegression (deployed) or PlattCalibrator: .predict(raw) -> probability
     feature_medians: dict = field(default_factory=dict)
     # +1 when churners tend to have higher values of the feature (training rows), -1 when lower
     feature_directions: dict = field(default_factory=dict)
@@ -104,9 +120,9 @@ def marginal_directions(X: pd.DataFrame, y: np.ndarray) -> dict:
 
 
 def fit_calibrated(kind: str, X: pd.DataFrame, y: np.ndarray, customer_ids: pd.Series,
-                   n_folds: int = 3, seed: int = 0) -> tuple[CalibratedChurnModel, np.ndarray]:
-    """Fit `kind` with cross-fitted isotonic calibration. Returns the model and the out-of-fold
-    calibrated probabilities of the training rows (for choosing the threshold)."""
+                   n_folds: int = 3, seed: int = 0, method: str = "isotonic") -> tuple[CalibratedChurnModel, np.ndarray]:
+    """Fit `kind` with cross-fitted calibration (`isotonic`, deployed, or `platt`). Returns the model
+    and the out-of-fold calibrated probabilities of the training rows (for choosing the threshold)."""
     features = list(X.columns)
     y = np.asarray(y, dtype=int)
     if len(np.unique(y)) < 2:
@@ -123,7 +139,12 @@ def fit_calibrated(kind: str, X: pd.DataFrame, y: np.ndarray, customer_ids: pd.S
     ok = ~np.isnan(oof)
     if ok.sum() == 0:
         raise ValueError("too few customers to cross-fit the calibration")
-    calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof[ok], y[ok])
+    if method == "isotonic":
+        calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof[ok], y[ok])
+    elif method == "platt":
+        calibrator = PlattCalibrator().fit(oof[ok], y[ok])
+    else:
+        raise ValueError(f"unknown calibration method {method!r}: isotonic or platt")
     base = make_base_model(kind, seed).fit(X, y)
     medians = {f: float(X[f].median()) for f in features}
     model = CalibratedChurnModel(kind, features, base, calibrator, medians, marginal_directions(X, y))
