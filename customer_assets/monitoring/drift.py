@@ -206,6 +206,10 @@ def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50
         return out
     art = loaded.obj
     features = list(art.get("features") or loaded.row.get("features"))
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        out["note"] = f"churn_model v{loaded.version} needs features the data no longer provides: {missing}"
+        return out
     p = art["pipeline"].predict_proba(df[features])[:, 1]
     auc = float(roc_auc_score(yv, p))
     out.update(status="ok", current_auc=auc,

@@ -169,3 +169,15 @@ def test_reason_names_features_values_and_models_once():
     )
     r.psi_breaches = rows[:4]
     assert r.reason(0.2, 0.1) == "drift: PSI price_index=1.026, spend_30d=0.712 > 0.2 (churn_model v1, ltv_xgb v1)"
+
+
+def test_auc_check_skips_when_the_champion_needs_a_feature_that_is_gone(db, tmp_path):
+    X = compute_customer_features(db, SNAP)
+    y = labels(db, SNAP, 90).set_index("customer_id").loc[X["customer_id"], "churned"].to_numpy()
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[["recency_days"]].rename(
+        columns={"recency_days": "store_visits"}), y)
+    register_model(db, tmp_path / "models", "churn_model", {"pipeline": pipe, "features": ["store_visits"]},
+                   metrics={"roc_auc": 0.8}, features=["store_visits"], selection_metric="roc_auc")
+    r = report(db)
+    assert r.auc["status"] == "skipped" and "['store_visits']" in r.auc["note"]
+    assert not r.retrain_recommended
