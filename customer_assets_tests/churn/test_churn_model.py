@@ -181,3 +181,17 @@ def test_one_time_buyer_is_told_once_not_three_times():
     # a repeat buyer: the 90-day count is not repeated after the 180-day one; its gap is below median (safe side)
     # and "4 orders" and "4 purchase days" are one story too
     assert r.iloc[1].tolist() == ["Only 1 order(s) in the last 180 days", "Only 4 order(s) so far", None]
+
+
+def test_platt_alternative_keeps_the_order_and_unknown_method_is_an_error():
+    from customer_assets.churn.model import fit_calibrated
+
+    df = synthetic(n_train=1500, n_eval=10, mode="probabilistic", seed=5)
+    tr = df[df["role"] == "train"]
+    platt, oof = fit_calibrated("logistic_regression", tr[FEATURES], tr["churned"], tr["customer_id"], method="platt")
+    raw = platt.raw_score(tr)
+    p = platt.predict_proba(tr)[:, 1]
+    assert np.all(np.diff(p[np.argsort(raw)]) >= -1e-12)  # monotone in the raw score: same ranking
+    assert abs(p.mean() - tr["churned"].mean()) < 0.03 and not np.isnan(oof).any()
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        fit_calibrated("logistic_regression", tr[FEATURES], tr["churned"], tr["customer_id"], method="beta")
