@@ -22,13 +22,23 @@ import duckdb
 from bench.run_pipeline import DEFAULT_DATA_DIR, REPO, prepare_data
 
 
+def _rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 1e9
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
 class TimedConnection:
-    """A DuckDB connection that records (seconds, cpu seconds, caller, sql) for every statement."""
+    """A DuckDB connection that records (seconds, cpu seconds, caller, sql, RSS after, peak RSS so far)
+    for every statement."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, log: list):
         self._con = con
@@ -42,7 +52,8 @@ class TimedConnection:
         )
         t0, c0 = time.perf_counter(), _cpu()
         out = fn(sql, *args, **kwargs)
-        self._log.append((time.perf_counter() - t0, _cpu() - c0, caller, " ".join(str(sql).split())))
+        self._log.append((time.perf_counter() - t0, _cpu() - c0, caller, " ".join(str(sql).split()),
+                          _rss_gb(), _peak_gb()))
         return self
 
     def execute(self, sql, *args, **kwargs):
@@ -69,8 +80,9 @@ class TimedConnection:
 def report(log: list, top: int, title: str) -> None:
     total = sum(x[0] for x in log)
     print(f"\n{title}: {len(log)} statements, {total:.1f} s wall, {sum(x[1] for x in log):.1f} s CPU")
-    for wall, cpu, caller, sql in sorted(log, key=lambda x: -x[0])[:top]:
-        print(f"  {wall:7.2f} s  cpu {cpu:6.2f}  {caller}\n           {sql[:220]}")
+    for wall, cpu, caller, sql, rss, peak in sorted(log, key=lambda x: -x[0])[:top]:
+        print(f"  {wall:7.2f} s  cpu {cpu:6.2f}  RSS after {rss:5.2f} GB (peak so far {peak:5.2f})  {caller}\n"
+              f"           {sql[:220]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--keep-db", type=Path, help="write the warehouse here instead of a temp file")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. 2GB (default: DuckDB's, 80%% of RAM)")
+    ap.add_argument("--only-ingest", action="store_true", help="stop after ingestion")
     args = ap.parse_args(argv)
     from customer_assets.ingestion.pipeline import ingest, reconciliation
     from customer_assets.ingestion.mapping import load_mapping
@@ -91,10 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     db = args.keep_db or Path(tmp.name) / "profile.duckdb"
     with tempfile.TemporaryDirectory() as landing:
         log: list = []
-        con = TimedConnection(duckdb.connect(str(db)), log)
+        config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
+        con = TimedConnection(duckdb.connect(str(db), config=config), log)
         t0 = time.perf_counter()
         ingest(con, source, mapping, landing)
-        report(log, args.top, f"ingest (N={args.n}) {time.perf_counter() - t0:.1f} s")
+        report(log, args.top, f"ingest (N={args.n}, memory_limit {args.memory_limit or 'default'}) "
+                              f"{time.perf_counter() - t0:.1f} s, peak RSS {_peak_gb():.2f} GB")
+        if args.only_ingest:
+            con._con.close()
+            tmp.cleanup()
+            return 0
         log.clear()
         t0 = time.perf_counter()
         reconciliation(con, load_mapping(mapping))
