@@ -97,7 +97,7 @@ def ingest_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResourc
 @dg.asset_check(
     asset="cleaned_transactions",
     name="great_expectations_suite",
-    description="Great Expectations suite on a 50k-row sample plus the same expectations on the whole table in SQL.",
+    description="Great Expectations suite on a 20k-row sample plus the same expectations on the whole table in SQL.",
     pool="duckdb",
 )
 def great_expectations_suite(duckdb: DuckDBResource) -> dg.AssetCheckResult:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-GE_SAMPLE_ROWS = 50_000
+GE_SAMPLE_ROWS = 20_000
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-./]*$"
 
 

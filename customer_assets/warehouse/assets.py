@@ -4,9 +4,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from customer_assets.common.db import replace_table
 from customer_assets.common.metadata import fig_to_md, table_metadata
-from customer_assets.warehouse.star import DESCRIPTIONS, STAR_SQL
+from customer_assets.warehouse.star import DESCRIPTIONS, STAR_SQL, build_table
 
 GROUP = "warehouse"
 
@@ -47,7 +46,7 @@ def _make_asset(name: str):
     )
     def _asset(duckdb: DuckDBResource) -> dg.MaterializeResult:
         with duckdb.get_connection() as con:
-            replace_table(con, name, STAR_SQL[name])
+            build_table(con, name)
             metadata = table_metadata(con, name)
             if name in PLOTS:
                 metadata["plot"] = dg.MetadataValue.md(PLOTS[name](con))

@@ -1,16 +1,21 @@
 """Star schema and core sales metrics: one readable SQL query per table, over cleaned_transactions.
 
 Kept as plain strings so the assets, the tests and bench/metric_queries.py run the very same SQL.
+fact_sales is a view (VIEWS): it is cleaned_transactions keyed to the dimensions, and a copy would
+cost a full pass over tens of millions of lines for no new information.
 """
+
+VIEWS = {"fact_sales"}
 
 STAR_SQL = {
     "fact_sales": """
         SELECT
-            row_number() OVER (ORDER BY order_datetime, source_file, source_row) AS sales_key,
+            source_file,            -- (source_file, source_row) is the line's natural key
+            source_row,
             order_id,
             customer_id,
             product_id,
-            CAST(strftime(order_date, '%Y%m%d') AS INTEGER) AS date_key,
+            year(order_date) * 10000 + month(order_date) * 100 + day(order_date) AS date_key,
             order_datetime,
             order_date,
             country,
@@ -65,7 +70,7 @@ STAR_SQL = {
     "dim_date": """
         WITH bounds AS (SELECT min(order_date) AS lo, max(order_date) AS hi FROM cleaned_transactions)
         SELECT
-            CAST(strftime(d, '%Y%m%d') AS INTEGER) AS date_key,
+            year(d) * 10000 + month(d) * 100 + day(d) AS date_key,
             CAST(d AS DATE) AS date,
             year(d) AS year,
             quarter(d) AS quarter,
@@ -128,7 +133,7 @@ STAR_SQL = {
 }
 
 DESCRIPTIONS = {
-    "fact_sales": "Fact table: one row per cleaned sale line, keyed to the customer, product and date dimensions.",
+    "fact_sales": "Fact table (a view over cleaned_transactions): one row per sale line, keyed to the customer, product and date dimensions.",
     "dim_customer": "Customer dimension: first and last purchase, main country, orders, revenue.",
     "dim_product": "Product dimension: most frequent description, first and last sale, units, revenue.",
     "dim_date": "Date dimension: every day from the first to the last sale, with week, month, quarter.",
@@ -136,3 +141,13 @@ DESCRIPTIONS = {
     "top_products": "Top 50 products by units and by revenue.",
     "revenue_by_region": "Revenue, orders, customers and revenue share by country.",
 }
+
+
+def build_table(con, name: str) -> None:
+    """Create one star-schema table (or view) from cleaned_transactions."""
+    from customer_assets.common.db import quote_ident, replace_table
+
+    if name in VIEWS:
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {STAR_SQL[name]}")
+    else:
+        replace_table(con, name, STAR_SQL[name])

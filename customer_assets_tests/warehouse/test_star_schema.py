@@ -4,7 +4,7 @@ import pytest
 
 from customer_assets.common.db import replace_table
 from customer_assets.ingestion.schema import write_cleaned
-from customer_assets.warehouse.star import STAR_SQL
+from customer_assets.warehouse.star import STAR_SQL, build_table
 
 LINES = [
     # customer a: 2 orders (UK, UK), customer b: 1 order (France)
@@ -22,8 +22,8 @@ LINES = [
 @pytest.fixture
 def star(con):
     write_cleaned(con, LINES)
-    for name, sql in STAR_SQL.items():
-        replace_table(con, name, sql)
+    for name in STAR_SQL:
+        build_table(con, name)
     return con
 
 
@@ -61,3 +61,9 @@ def test_top_products_and_regions(star):
     assert [t[0] for t in top] == ["P1", "P2"]
     regions = star.execute("SELECT country, revenue, revenue_share FROM revenue_by_region").fetchall()
     assert regions == [("United Kingdom", 25.0, round(25 / 45, 4)), ("France", 20.0, round(20 / 45, 4))]
+
+
+def test_fact_sales_view_follows_a_rebuilt_cleaned_table(star):
+    # cleaned_transactions is rebuilt by build-then-swap; the fact view must see the new rows
+    replace_table(star, "cleaned_transactions", "SELECT * FROM cleaned_transactions WHERE customer_id = 'a'")
+    assert star.execute("SELECT count(*), sum(line_total) FROM fact_sales").fetchone() == (3, 25.0)
