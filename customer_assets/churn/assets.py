@@ -330,5 +330,25 @@ def churn_model_quality_target(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(asset=churn_training_set, blocking=True,
+                description="Out-of-time: every training snapshot's label window ends on or before the evaluation "
+                "snapshot, and the evaluation snapshot is as_of - horizon.")
+def churn_training_set_out_of_time(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        rows = con.execute("SELECT role, min(snapshot_date), max(snapshot_date) FROM churn_training_set GROUP BY role").fetchall()
+        as_of = resolve_as_of(con, settings.as_of_date())
+    spans = {r[0]: (pd.Timestamp(r[1]).date(), pd.Timestamp(r[2]).date()) for r in rows}
+    if not spans:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "empty training set (stage skipped)"})
+    h = pd.Timedelta(days=settings.horizon_days)
+    ev = spans.get("eval", (None, None))[0]
+    last_train = spans.get("train", (None, None))[1]
+    passed = (ev is not None and last_train is not None and spans["eval"][0] == spans["eval"][1]
+              and last_train + h <= ev and ev + h == as_of)
+    return dg.AssetCheckResult(passed=bool(passed), metadata={
+        "last_training_snapshot": str(last_train), "its_label_window_ends": str(last_train + h if last_train else None),
+        "eval_snapshot": str(ev), "as_of": str(as_of)})
+
+
 ASSETS = [churn_training_set, churn_model, churn_scores]
-CHECKS = [churn_scores_valid, churn_model_quality_target]
+CHECKS = [churn_training_set_out_of_time, churn_scores_valid, churn_model_quality_target]

@@ -55,6 +55,7 @@ def test_materialize_trains_registers_and_scores(tmp_path, resources_for):
     assert r.success
     checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
     assert checks["churn_scores_valid"] is True and "churn_model_quality_target" in checks
+    assert checks["churn_training_set_out_of_time"] is True
     assert _md(r, "churn_model")["winner"].value in ("logistic_regression", "xgboost")
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         n_customers = con.execute("SELECT count(DISTINCT customer_id) FROM cleaned_transactions").fetchone()[0]
@@ -116,3 +117,25 @@ def test_short_history_skips_training_with_a_reason(tmp_path, resources_for):
     assert "needs at least 210 days" in _md(r, "churn_training_set")["skipped"].value
     assert "empty" in _md(r, "churn_model")["skipped"].value
     assert "no churn_model" in _md(r, "churn_scores")["skipped"].value
+
+
+def test_out_of_time_check_fails_on_a_leaky_training_set(tmp_path, resources_for):
+    from customer_assets.churn.assets import churn_training_set_out_of_time
+
+    _warehouse(tmp_path, synthetic_shop(n_customers=5))  # as_of = the last order date
+    res = resources_for(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        as_of = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+        ev = as_of - dt.timedelta(days=90)
+
+        def write(train_snapshot):
+            con.execute("CREATE OR REPLACE TABLE churn_training_set AS SELECT * FROM (VALUES "
+                        "('a', ?::DATE, 'train', 1), ('a', ?::DATE, 'eval', 0)) t(customer_id, snapshot_date, role, churned)",
+                        [train_snapshot, ev])
+
+        write(ev - dt.timedelta(days=90))
+    assert churn_training_set_out_of_time(duckdb=res["duckdb"], settings=res["settings"]).passed
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        write(ev - dt.timedelta(days=60))  # its label window runs 30 days into the evaluation window
+    result = churn_training_set_out_of_time(duckdb=res["duckdb"], settings=res["settings"])
+    assert not result.passed
