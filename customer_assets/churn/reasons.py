@@ -8,7 +8,7 @@ linear model can give, say, frequency a positive weight once active days are acc
 "25 orders so far" is no reason a marketer would accept for churn. A feature is a reason only
 when its contribution is positive AND the customer's value lies on the side of the training
 median where churners are (`directions`, the sign of the feature's rank correlation with churn).
-Features telling the same story (orders or spend in the last 30/90/180 days; gap and orders per
+Features telling the same story (recency, orders or spend in the last 30/90/180 days; gap and orders per
 month; orders and purchase days; for a one-time buyer frequency, active days, span, gap and orders per month)
 give one reason, not three.
 A customer with fewer than three such features gets fewer reasons (NULL).
@@ -49,7 +49,8 @@ PHRASES = {
 ONE_PURCHASE_FEATURES = {"avg_interpurchase_days", "active_days", "frequency", "purchase_span_days", "orders_per_30d"}
 # Features that tell the same story: at most one reason per story.
 STORIES = {
-    **{f: "recent activity" for f in ("orders_30d", "orders_90d", "orders_180d", "spend_30d", "spend_90d", "spend_180d")},
+    **{f: "recent activity" for f in ("recency_days", "orders_30d", "orders_90d", "orders_180d", "spend_30d",
+                                      "spend_90d", "spend_180d")},
     "avg_interpurchase_days": "rhythm", "orders_per_30d": "rhythm",
     "frequency": "purchase count", "active_days": "purchase count",
 }
