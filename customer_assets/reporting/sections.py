@@ -241,7 +241,8 @@ def top_products(con) -> Section:
     if flagged:
         body += note("Gross of cancellations (cancelled lines are quarantined, not netted): most units of "
                      + ", ".join(flagged) + " were cancelled, so their rank overstates real sales.")
-    md = [f"- Top product by revenue: {top.iloc[0][name]} (£{top.iloc[0][rev]:,.0f})"] if len(top) else []
+    md = [f"- Top product by revenue: {top.iloc[0][name]} (£{top.iloc[0][rev]:,.0f}"
+          + (", but most of its units were cancelled)" if str(top.iloc[0][name]) in flagged else ")")] if len(top) else []
     return Section("top_products", title, body, md, {"top_product": str(top.iloc[0][name]) if len(top) else None})
 
 
