@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.registry import RETRAIN_REASON_TAG  # noqa: F401  (tests import it from here)
+from customer_assets.registry import training_reason as shared_training_reason
 from customer_assets.churn.features import churn_feature_frame, model_feature_columns
 from customer_assets.churn.metrics import METRIC_NAMES
 from customer_assets.churn.plots import reliability_figure, roc_figure
@@ -28,7 +30,6 @@ from customer_assets.settings import AnalyticsSettings
 
 GROUP = "churn"
 MODEL_NAME = "churn_model"
-RETRAIN_REASON_TAG = "customer_assets/retrain_reason"
 # The quality target on Online Retail, 90-day horizon, out-of-time (a WARN check, not a gate).
 TARGET_ROC_AUC = 0.76
 TARGET_ECE = 0.05
@@ -47,10 +48,7 @@ def _first_order_date(con):
 
 
 def training_reason(context, con) -> str:
-    tag = (context.run.tags or {}).get(RETRAIN_REASON_TAG) if context.run else None
-    if tag:
-        return tag
-    return "first_training" if current_champion(con, MODEL_NAME) is None else "scheduled"
+    return shared_training_reason(context.run.tags if context.run else None, con, MODEL_NAME)
 
 
 @dg.asset(

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.registry import training_reason
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, fig_to_png_bytes, table_metadata
 from customer_assets.ltv import evaluation as ev
@@ -53,7 +54,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
         _need_transactions(con)
         as_of = resolve_as_of(con, settings.as_of_date())
         res = tr.train_clv(con, as_of, settings.horizon_days, str(model_store.models_path()),
-                           tolerance=settings.promotion_tolerance)
+                           tolerance=settings.promotion_tolerance,
+                           reason=training_reason(context.run.tags if context.run else None, con, "clv_bgnbd"))
         replace_table(con, "clv_model", res.attempts)
         meta = table_metadata(con, "clv_model", preview_rows=40)
     for n in res.notes:
@@ -132,7 +134,8 @@ def ltv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
         _need_transactions(con)
         as_of = resolve_as_of(con, settings.as_of_date())
         res = tr.train_ltv(con, as_of, settings.horizon_days, settings.ltv_training_snapshots,
-                           str(model_store.models_path()), tolerance=settings.promotion_tolerance)
+                           str(model_store.models_path()), tolerance=settings.promotion_tolerance,
+                           reason=training_reason(context.run.tags if context.run else None, con, "ltv_xgb"))
         if res.skipped:
             context.log.warning(res.skipped)
             comparison = pd.DataFrame({"model": pd.Series([], dtype="string"), "skipped_reason": pd.Series([], dtype="string")})

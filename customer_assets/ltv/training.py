@@ -124,12 +124,36 @@ def train_clv(
             out.notes.append(f"{window}: {res.reason}")
 
     if models_dir is not None:
+        champ = _champion_clv_on_window(con, cal, horizon_days) if len(cal) else {}
         out.registrations = _register_clv(con, models_dir, out, cal_buy, cal_spend, horizon_days, tolerance, reason,
-                                          full_label)
+                                          full_label, champ)
     return out
 
 
-def _register_clv(con, models_dir, out: ClvTraining, cal_buy, cal_spend, horizon_days, tolerance, reason, full_label):
+def _champion_clv_on_window(con, cal: pd.DataFrame, horizon_days: int) -> dict:
+    """The current champions' calibration fits scored on this holdout window, for the registry gate.
+
+    Their parameters were fit on data up to their own (earlier) cutoff, so scoring them on this
+    calibration summary uses no data from this holdout window."""
+    try:
+        buy = load_model(con, "clv_bgnbd").obj
+        spend = load_model(con, "clv_gamma_gamma").obj
+    except ArtifactError:
+        return {}
+    if not buy.get("holdout_model"):
+        return {}
+    try:
+        hold = cal.merge(clv_holdout_predictions(cal, buy["holdout_model"], spend.get("holdout_model"), horizon_days),
+                         on="customer_id")
+        out = {"purchases_mae": ev.evaluate(hold, "pred_revenue_clv", "pred_purchases_clv")["purchases"]["mae"]}
+        out.update({k: v for k, v in _aov_metrics(hold).items() if k == "aov_mae"})
+        return out
+    except Exception:  # a champion that cannot score this window is simply not compared
+        return {}
+
+
+def _register_clv(con, models_dir, out: ClvTraining, cal_buy, cal_spend, horizon_days, tolerance, reason, full_label,
+                  champion_on_window: dict):
     regs = []
     eval_window = (out.cutoff, out.as_of)
     m = out.metrics.get("bgnbd_gamma_gamma", {})
@@ -154,6 +178,7 @@ def _register_clv(con, models_dir, out: ClvTraining, cal_buy, cal_spend, horizon
         regs.append(register_model(
             con, models_dir, "clv_bgnbd", artifact, metrics=metrics, features=["frequency", "recency", "T"],
             selection_metric="purchases_mae", higher_is_better=False, tolerance=tolerance,
+            champion_metric_same_window=champion_on_window.get("purchases_mae"),
             train_window=(None, out.as_of), eval_window=eval_window if cal_buy else None, reason=reason,
         ))
     if full_spend:
@@ -164,6 +189,7 @@ def _register_clv(con, models_dir, out: ClvTraining, cal_buy, cal_spend, horizon
         regs.append(register_model(
             con, models_dir, "clv_gamma_gamma", artifact, metrics=metrics, features=["frequency", "monetary_value"],
             selection_metric="aov_mae", higher_is_better=False, tolerance=tolerance,
+            champion_metric_same_window=champion_on_window.get("aov_mae"),
             train_window=(None, out.as_of), eval_window=eval_window if cal_spend else None, reason=reason,
         ))
     return regs
@@ -272,10 +298,27 @@ def train_ltv(
         out.registration = register_model(
             con, models_dir, "ltv_xgb", artifact, metrics=metrics, features=out.features,
             selection_metric="revenue_gini_normalized", higher_is_better=True, tolerance=tolerance,
+            champion_metric_same_window=_champion_xgb_on_window(con, snap, hold),
             train_window=(out.production_snapshots[0], as_of), eval_window=(cutoff, as_of), reason=reason,
             reference_distribution=reference_distribution(prod, out.features),
         )
     return out
+
+
+def _champion_xgb_on_window(con, snap: pd.DataFrame, hold: pd.DataFrame) -> Optional[float]:
+    """The champion's normalized Gini on this holdout window, for the registry gate.
+
+    The champion is a production model and may have seen part of this window in training, which
+    can only flatter it: the gate then errs towards keeping the champion."""
+    try:
+        champ = load_model(con, "ltv_xgb").obj
+        preds = gbm.predict_xgb(champ["model"], snap, champ["features"])
+    except Exception:  # no champion, or one whose features this data no longer has
+        return None
+    frame = hold.merge(pd.DataFrame({"customer_id": snap["customer_id"], "pred_champion": preds}),
+                       on="customer_id", how="left")
+    frame["pred_champion"] = frame["pred_champion"].fillna(0.0)
+    return ev.evaluate(frame, "pred_champion")["revenue"].get("gini_normalized")
 
 
 def _registered_clv_holdout(con, cal, cutoff, horizon_days):

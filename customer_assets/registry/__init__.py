@@ -6,5 +6,7 @@ from customer_assets.registry.registry import (  # noqa: F401
     ensure_registry,
     load_model,
     register_model,
+    RETRAIN_REASON_TAG,
+    training_reason,
 )
 from customer_assets.registry.reference import bin_counts, reference_distribution  # noqa: F401

@@ -92,6 +92,18 @@ def _window(w):
     return w[0], w[1]
 
 
+RETRAIN_REASON_TAG = "customer_assets/retrain_reason"
+
+
+def training_reason(run_tags: Optional[dict], con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """Why a model is being trained: the drift sensor's run tag when present, else the first
+    training of this name, else a scheduled refresh."""
+    tag = (run_tags or {}).get(RETRAIN_REASON_TAG)
+    if tag:
+        return tag
+    return "first_training" if current_champion(con, name) is None else "scheduled"
+
+
 def current_champion(con: duckdb.DuckDBPyConnection, name: str) -> Optional[dict]:
     ensure_registry(con)
     df = con.execute(
