@@ -67,7 +67,8 @@ def run_stage(db: str, min_support: float | None) -> dict:
     out["rss_after_rules_mb"] = _vm_hwm_mb()
     t = time.perf_counter()
     recs = build_recommendations(con, s.bundle_partners, s.dead_stock_ratio, s.bundle_discount_min_pct,
-                                 s.bundle_discount_max_pct, s.also_bought_top_products)
+                                 s.bundle_discount_max_pct, s.also_bought_top_products, as_of,
+                                 s.bundle_pair_fallback, s.rules_min_orders, s.min_confidence, s.min_lift)
     write_recommendations(con, recs)
     out["recommendations_s"] = round(time.perf_counter() - t, 2)
     out["recommendations"] = len(recs)

@@ -128,6 +128,12 @@ class AnalyticsSettings(dg.ConfigurableResource):
     bundle_discount_max_pct: float = Field(
         default=25.0, description="Suggested bundle discount for a product that sold nothing (sold ratio 0)."
     )
+    bundle_pair_fallback: bool = Field(
+        default=True,
+        description="Dead-stock products in no rule (too rare for min_support) get partners from "
+        "co-purchase pairs counted in SQL: >= rules_min_orders orders together, lift >= min_lift, "
+        "confidence >= min_confidence (labelled in evidence_source; our choice).",
+    )
     also_bought_top_products: int = Field(
         default=20, description="'Customers who bought X often bought Y' for this many best sellers."
     )

@@ -15,6 +15,7 @@ from customer_assets.bundles.dead_stock import (
 )
 from customer_assets.bundles.recommendations import (
     RECOMMENDATION_COLUMNS,
+    SOURCE_RULES,
     build_recommendations,
     write_recommendations,
 )
@@ -173,24 +174,29 @@ def bundle_recommendations(duckdb: DuckDBResource, settings: AnalyticsSettings) 
         for t in ("dead_stock", "association_rules"):
             if not table_exists(con, t):
                 return _skip(con, "bundle_recommendations", empty, f"{t} has not been materialized")
+        as_of = resolve_as_of(con, settings.as_of_date())
         df = build_recommendations(con, settings.bundle_partners, settings.dead_stock_ratio,
                                    settings.bundle_discount_min_pct, settings.bundle_discount_max_pct,
-                                   settings.also_bought_top_products)
+                                   settings.also_bought_top_products, as_of, settings.bundle_pair_fallback,
+                                   settings.rules_min_orders, settings.min_confidence, settings.min_lift)
         write_recommendations(con, df)
         n_dead = con.execute("SELECT count(*) FROM dead_stock WHERE is_dead_stock").fetchone()[0]
         bundles = df[df["recommendation_type"] == "dead_stock_bundle"]
         also = df[df["recommendation_type"] == "also_bought"]
         covered = bundles["product_id"].nunique()
+        by_rules = bundles.loc[bundles["evidence_source"] == SOURCE_RULES, "product_id"].nunique()
         cols = ["product_name", "rank", "partner_names", "lift", "support", "confidence_partner_to_product",
-                "both_orders", "sold_ratio", "suggested_discount_pct"]
+                "both_orders", "sold_ratio", "suggested_discount_pct", "evidence_source"]
         meta = {
             **table_metadata(con, "bundle_recommendations"),
             "dead_stock_products": int(n_dead),
             "dead_stock_products_with_bundle": int(covered),
+            "dead_stock_products_with_rule": int(by_rules),
             "coverage_note": (
-                f"{covered} of {n_dead} dead-stock products appear in a rule at min_support "
-                f"{settings.min_support}; the others are bought too rarely for a rule (lower min_support "
-                "to reach more of them)."),
+                f"{by_rules} of {n_dead} dead-stock products appear in a rule at min_support "
+                f"{settings.min_support}; {covered - by_rules} more get a co-purchase pair below min_support "
+                f"(>= {settings.rules_min_orders} orders together; bundle_pair_fallback="
+                f"{settings.bundle_pair_fallback}); {n_dead - covered} have no partner with enough evidence."),
             "dead_stock_bundles": dg.MetadataValue.md(df_to_markdown(bundles[cols], max_rows=20)),
             "customers_who_bought_x_also_bought_y": dg.MetadataValue.md(df_to_markdown(
                 also[["product_name", "rank", "partner_names", "confidence_product_to_partner", "lift",

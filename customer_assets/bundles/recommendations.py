@@ -8,6 +8,10 @@ S -> P (P alone on one side, so every count is known), best first by
     2. lift (how much more often P and S are bought together than by chance),
     3. support (how many orders back it), 4. partner popularity (partner_orders).
 The top `bundle_partners` are kept, with the evidence: support, both confidences, lift, order counts.
+Dead-stock products that are in no rule (too rare for min_support) get, when `pair_fallback` is on,
+single partners Q from co-purchase pairs counted in SQL over all orders up to as_of: at least
+`min_orders` orders with both, lift >= min_lift and confidence (either direction) >= min_confidence,
+i.e. the pair rules P -> Q / Q -> P below min_support. evidence_source says which kind a row is.
 
 Suggested bundle discount (percent off the bundle), by how dead the product is:
     discount = min_pct + (max_pct - min_pct) * (1 - sold_ratio / dead_ratio), rounded to 5 points,
@@ -19,6 +23,7 @@ in most orders: rules X -> Y with X alone as antecedent, best first by confidenc
 
 from __future__ import annotations
 
+import uuid
 import warnings
 
 import duckdb
@@ -43,8 +48,12 @@ RECOMMENDATION_COLUMNS = {
     "partner_orders": "BIGINT",
     "sold_ratio": "DOUBLE",
     "suggested_discount_pct": "DOUBLE",
+    "evidence_source": "VARCHAR",
     "evidence": "VARCHAR",
 }
+
+SOURCE_RULES = "association_rules"
+SOURCE_PAIRS = "co-purchase pair below min_support"
 
 
 def suggested_discount_pct(sold_ratio: float, dead_ratio: float, min_pct: float, max_pct: float) -> float:
@@ -58,7 +67,7 @@ def suggested_discount_pct(sold_ratio: float, dead_ratio: float, min_pct: float,
 
 def _candidates_sql() -> str:
     """One row per (product, partner set) from rules where the product alone is one side."""
-    return """
+    return f"""
         WITH r AS (SELECT * FROM association_rules WHERE country = 'ALL'),
         c AS (
             SELECT r.antecedents[1] AS product_id, r.consequents AS partner_ids, r.consequent_names AS partner_names,
@@ -73,9 +82,62 @@ def _candidates_sql() -> str:
                max(lift) AS lift, max(product_orders) AS product_orders, max(partner_orders) AS partner_orders,
                max(both_orders) AS both_orders,
                max(both_orders) / max(product_orders) AS confidence_product_to_partner,
-               max(both_orders) / max(partner_orders) AS confidence_partner_to_product
+               max(both_orders) / max(partner_orders) AS confidence_partner_to_product,
+               '{SOURCE_RULES}' AS evidence_source
         FROM c GROUP BY product_id, partner_ids
     """
+
+
+def pair_candidates(
+    con: duckdb.DuckDBPyConnection,
+    product_ids: list[str],
+    as_of,
+    min_orders: int,
+    min_confidence: float,
+    min_lift: float,
+) -> pd.DataFrame:
+    """Single partners Q for each product P in `product_ids`, counted in SQL over the baskets up to
+    as_of: >= min_orders orders with both, lift >= min_lift, confidence P->Q or Q->P >= min_confidence.
+    Same columns as _candidates_sql (evidence_source = SOURCE_PAIRS)."""
+    from customer_assets.bundles.rules import product_names
+
+    tmp = f"__pair_baskets_{uuid.uuid4().hex[:8]}"
+    con.execute(
+        f"CREATE TEMP TABLE {tmp} AS SELECT DISTINCT order_id, product_id FROM cleaned_transactions "
+        "WHERE product_id IS NOT NULL AND order_id IS NOT NULL AND order_date <= ?",
+        [as_of],
+    )
+    con.register("__pair_products", pd.DataFrame({"product_id": pd.Series(product_ids, dtype="string")}))
+    try:
+        df = con.execute(
+            f"""
+            WITH d AS (SELECT b.* FROM {tmp} b JOIN __pair_products USING (product_id)),
+            pairs AS (SELECT d.product_id, o.product_id AS partner, count(*) AS both_orders
+                      FROM d JOIN {tmp} o ON o.order_id = d.order_id AND o.product_id <> d.product_id
+                      GROUP BY ALL HAVING count(*) >= $min_orders),
+            cnt AS (SELECT product_id, count(*) AS k FROM {tmp}
+                    WHERE product_id IN (SELECT product_id FROM pairs UNION SELECT partner FROM pairs) GROUP BY ALL),
+            n AS (SELECT count(DISTINCT order_id) AS n FROM {tmp}),
+            m AS (SELECT pr.product_id, [pr.partner] AS partner_ids, pr.both_orders / n.n AS support,
+                         pr.both_orders * n.n / (cp.k * cq.k) AS lift, cp.k AS product_orders,
+                         cq.k AS partner_orders, pr.both_orders,
+                         pr.both_orders / cp.k AS confidence_product_to_partner,
+                         pr.both_orders / cq.k AS confidence_partner_to_product
+                  FROM pairs pr JOIN cnt cp ON cp.product_id = pr.product_id
+                       JOIN cnt cq ON cq.product_id = pr.partner, n)
+            SELECT * FROM m
+            WHERE lift >= $min_lift
+              AND greatest(confidence_product_to_partner, confidence_partner_to_product) >= $min_conf
+            """,
+            {"min_orders": min_orders, "min_lift": min_lift, "min_conf": min_confidence},
+        ).df()
+    finally:
+        con.unregister("__pair_products")
+        con.execute(f"DROP TABLE IF EXISTS {tmp}")
+    names = product_names(con, as_of) if len(df) else {}
+    df["partner_names"] = [names.get(ids[0], ids[0]) for ids in df["partner_ids"]]
+    df["evidence_source"] = SOURCE_PAIRS
+    return df
 
 
 def dead_stock_bundles(
@@ -84,31 +146,51 @@ def dead_stock_bundles(
     dead_ratio: float,
     min_pct: float,
     max_pct: float,
+    as_of=None,
+    pair_fallback: bool = False,
+    min_orders: int = 20,
+    min_confidence: float = 0.05,
+    min_lift: float = 1.0,
 ) -> pd.DataFrame:
-    df = con.execute(
-        f"""
-        WITH cand AS ({_candidates_sql()}),
-        dead AS (SELECT product_id, product_name, sold_ratio FROM dead_stock WHERE is_dead_stock),
-        dead_list AS (SELECT coalesce(list(product_id), []::VARCHAR[]) AS ids FROM dead),
-        ranked AS (
-            SELECT d.product_id, d.product_name, d.sold_ratio, c.*  EXCLUDE (product_id),
-                   list_has_any(c.partner_ids, (SELECT ids FROM dead_list)) AS partner_is_dead_stock
-            FROM dead d JOIN cand c USING (product_id))
-        SELECT *, row_number() OVER (PARTITION BY product_id
-                   ORDER BY partner_is_dead_stock, lift DESC, support DESC, partner_orders DESC, partner_names) AS rank
-        FROM ranked QUALIFY rank <= ?
-        ORDER BY lift DESC, product_id, rank
-        """,
-        [partners],
-    ).df()
+    if pair_fallback and as_of is None:
+        raise ValueError("pair_fallback needs as_of (the baskets are counted up to it)")
+    dead = con.execute("SELECT product_id, product_name, sold_ratio FROM dead_stock WHERE is_dead_stock").df()
+    cand = con.execute(_candidates_sql()).df()
+    if pair_fallback:
+        uncovered = sorted(set(dead["product_id"]) - set(cand["product_id"]))
+        if uncovered:
+            pairs = pair_candidates(con, uncovered, as_of, min_orders, min_confidence, min_lift)
+            if len(pairs):
+                cand = pd.concat([cand, pairs[list(cand.columns)]], ignore_index=True) if len(cand) else pairs
+    dead_ids = set(dead["product_id"])
+    cand = cand[cand["product_id"].isin(dead_ids)].copy()
+    cand["partner_is_dead_stock"] = [any(p in dead_ids for p in ids) for ids in cand["partner_ids"]]
+    con.register("__bundle_dead", dead)
+    con.register("__bundle_cand", cand)
+    try:
+        df = con.execute(
+            """
+            WITH ranked AS (
+                SELECT d.product_id, d.product_name, d.sold_ratio, c.* EXCLUDE (product_id)
+                FROM __bundle_dead d JOIN __bundle_cand c USING (product_id))
+            SELECT *, row_number() OVER (PARTITION BY product_id
+                       ORDER BY partner_is_dead_stock, lift DESC, support DESC, partner_orders DESC, partner_names) AS rank
+            FROM ranked QUALIFY rank <= ?
+            ORDER BY evidence_source, lift DESC, product_id, rank
+            """,
+            [partners],
+        ).df()
+    finally:
+        con.unregister("__bundle_dead")
+        con.unregister("__bundle_cand")
     df["recommendation_type"] = "dead_stock_bundle"
     df["suggested_discount_pct"] = [suggested_discount_pct(s, dead_ratio, min_pct, max_pct) for s in df["sold_ratio"]]
     df["evidence"] = [
-        f"{b} orders had both ({s:.2%} of orders); {cp:.0%} of orders with {pn} also had this product; "
-        f"lift {lf:.1f}; sold ratio {sr:.0%} -> {d:.0f}% off the bundle"
-        for b, s, cp, pn, lf, sr, d in zip(
+        f"{b} orders had both ({s:.2%} of orders{'' if src == SOURCE_RULES else ', below min_support'}); "
+        f"{cp:.0%} of orders with {pn} also had this product; lift {lf:.1f}; sold ratio {sr:.0%} -> {d:.0f}% off the bundle"
+        for b, s, cp, pn, lf, sr, d, src in zip(
             df["both_orders"], df["support"], df["confidence_partner_to_product"], df["partner_names"],
-            df["lift"], df["sold_ratio"], df["suggested_discount_pct"],
+            df["lift"], df["sold_ratio"], df["suggested_discount_pct"], df["evidence_source"],
         )
     ]
     return df
@@ -134,6 +216,7 @@ def also_bought(con: duckdb.DuckDBPyConnection, top_products: int, per_product: 
         [top_products, per_product],
     ).df()
     df["recommendation_type"] = "also_bought"
+    df["evidence_source"] = SOURCE_RULES
     df["evidence"] = [
         f"{c:.0%} of the {a} orders with {x} also had {y} ({b} orders, lift {lf:.1f})"
         for c, a, x, y, b, lf in zip(
@@ -151,10 +234,16 @@ def build_recommendations(
     min_pct: float,
     max_pct: float,
     top_products: int,
+    as_of=None,
+    pair_fallback: bool = False,
+    min_orders: int = 20,
+    min_confidence: float = 0.05,
+    min_lift: float = 1.0,
 ) -> pd.DataFrame:
     """Both recommendation kinds with RECOMMENDATION_COLUMNS (missing ones NULL)."""
     frames = [
-        dead_stock_bundles(con, partners, dead_ratio, min_pct, max_pct),
+        dead_stock_bundles(con, partners, dead_ratio, min_pct, max_pct, as_of, pair_fallback, min_orders,
+                           min_confidence, min_lift),
         also_bought(con, top_products, partners),
     ]
     out = []

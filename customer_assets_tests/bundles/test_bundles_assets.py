@@ -43,27 +43,32 @@ def meta(result, key):
 
 def test_materialize_bundles(tmp_path, resources_for):
     inv = tmp_path / "inventory.csv"
-    # B stocked 10, sold 4 -> 0.4 dead; A sold 5 of 5; C sold 3 of 5 -> exactly 0.6, not dead
-    pd.DataFrame({"product_id": ["A", "B", "C"], "units_stocked": [5, 10, 5]}).to_csv(inv, index=False)
+    # B stocked 10, sold 4 -> 0.4 dead; A sold 5 of 5; C sold 3 of 5 -> exactly 0.6, not dead;
+    # D sold 2 of 10 -> 0.2 dead, and in no rule (D+E is in 1 order < 2): partner from the pair fallback
+    pd.DataFrame({"product_id": ["A", "B", "C", "D"], "units_stocked": [5, 10, 5, 10]}).to_csv(inv, index=False)
     result, con = run(tmp_path, resources_for, handmade_rows(), inventory=inv, min_support=0.2, rules_min_orders=1,
                       as_of="2021-01-31", dead_stock_window_days=31)
     assert result.success
     dead = dict(con.execute("SELECT product_id, is_dead_stock FROM dead_stock").fetchall())
-    assert dead == {"A": False, "B": True, "C": False}
+    assert dead == {"A": False, "B": True, "C": False, "D": True}
     assert con.execute("SELECT count(*) FROM association_rules").fetchone()[0] == 2
-    rec = con.execute(
-        "SELECT partner_ids, lift, both_orders, confidence_partner_to_product, suggested_discount_pct "
-        "FROM bundle_recommendations WHERE recommendation_type = 'dead_stock_bundle' AND product_id = 'B'"
-    ).fetchall()
-    # 5 + 20 * (1 - 0.4/0.6) = 11.7 -> 10% off
-    assert rec == [(["A"], pytest.approx(1.5), 3, pytest.approx(3 / 5), 10.0)]
+    rec = dict((r[0], r[1:]) for r in con.execute(
+        "SELECT product_id, partner_ids, lift, both_orders, confidence_partner_to_product, suggested_discount_pct, "
+        "evidence_source FROM bundle_recommendations WHERE recommendation_type = 'dead_stock_bundle'"
+    ).fetchall())
+    # B: rule B<->A; 5 + 20 * (1 - 0.4/0.6) = 11.7 -> 10% off
+    assert rec["B"] == (["A"], pytest.approx(1.5), 3, pytest.approx(3 / 5), 10.0, "association_rules")
+    # D: pair D+E in 1 of 10 orders, D in 2, E in 1 -> lift 1*10/(2*1) = 5; 5 + 20 * (1 - 0.2/0.6) = 18.3 -> 20%
+    assert rec["D"] == (["E"], pytest.approx(5.0), 1, pytest.approx(1.0), 20.0, "co-purchase pair below min_support")
+    assert len(rec) == 2
     also = con.execute("SELECT product_id, partner_ids FROM bundle_recommendations "
                        "WHERE recommendation_type = 'also_bought' ORDER BY product_id").fetchall()
     assert also == [("A", ["B"]), ("B", ["A"])]
     m = meta(result, "dead_stock")
-    assert m["method"] == "inventory" and m["dead_stock_products"] == 1 and "image/png" in m["plot"]
+    assert m["method"] == "inventory" and m["dead_stock_products"] == 2 and "image/png" in m["plot"]
     assert meta(result, "association_rules")["empty"] is False
-    assert meta(result, "bundle_recommendations")["dead_stock_products_with_bundle"] == 1
+    m = meta(result, "bundle_recommendations")
+    assert (m["dead_stock_products_with_bundle"], m["dead_stock_products_with_rule"]) == (2, 1)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["rules_recount_from_transactions"] is True
     assert checks["dead_stock_inventory_coverage"] is False  # D and E were sold but are not in the inventory
