@@ -31,6 +31,7 @@ def con(tmp_path):
 def make_resources(tmp_path: Path, source=None, mapping=None, landing=None, inventory=None, **settings):
     from dagster_duckdb import DuckDBResource
 
+    from customer_assets.actions.notifier import Notifier
     from customer_assets.resources import ModelStore, SourceConfig
     from customer_assets.settings import AnalyticsSettings
 
@@ -46,6 +47,7 @@ def make_resources(tmp_path: Path, source=None, mapping=None, landing=None, inve
         ),
         "model_store": ModelStore(models_dir=str(tmp_path / "models"), reports_dir=str(tmp_path / "reports")),
         "settings": AnalyticsSettings(**settings),
+        "notifier": Notifier(),  # dry run: no TWILIO_* credentials
     }
 
 

@@ -91,6 +91,9 @@ def start_dagster_dev(env: dict, port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(port), "-h", "127.0.0.1"],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        # A shell's background job starts with SIGINT ignored and children inherit that: restore
+        # the default so the SIGINT that stops dagster dev is not lost.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
