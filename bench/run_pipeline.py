@@ -81,11 +81,13 @@ def tree_usage(root: int) -> tuple[int, int, float]:
     return total, count, cpu
 
 
-def run_sampled(cmd: list[str], env: dict, log_path: Path, timeout: float) -> dict:
-    """Run `cmd`, sampling the tree's RSS every 0.2 s; kill the process group after `timeout` s."""
+def run_sampled(cmd: list[str], env: dict, log_path: Path, timeout: float,
+                max_rss_gb: float = float("inf")) -> dict:
+    """Run `cmd`, sampling the tree's RSS every 0.2 s; kill the process group after `timeout` s
+    or when the tree's RSS exceeds `max_rss_gb` (so a runaway run cannot exhaust a shared machine)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    peak, peak_procs, timed_out = 0, 0, False
+    peak, peak_procs, timed_out, killed_rss = 0, 0, False, False
     samples: list[tuple[float, float, int]] = []  # (unix time, tree CPU seconds, tree RSS bytes)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -96,8 +98,9 @@ def run_sampled(cmd: list[str], env: dict, log_path: Path, timeout: float) -> di
             if rss > peak:
                 peak = rss
             peak_procs = max(peak_procs, procs)
-            if time.perf_counter() - t0 > timeout:
-                timed_out = True
+            killed_rss = rss > max_rss_gb * 1e9
+            if time.perf_counter() - t0 > timeout or killed_rss:
+                timed_out = not killed_rss
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(20)
@@ -111,6 +114,7 @@ def run_sampled(cmd: list[str], env: dict, log_path: Path, timeout: float) -> di
     return {
         "returncode": proc.returncode,
         "timed_out": timed_out,
+        "killed_over_max_rss": killed_rss,
         "wall_s": wall,
         "peak_rss_gb": peak / 1e9,
         "peak_processes": peak_procs,
@@ -182,7 +186,9 @@ def step_times(dagster_home: Path) -> dict:
         for s in steps.values():
             if s["start"] is None:
                 continue
-            s["seconds"] = (s["end"] or s["start"]) - s["start"]
+            if s["end"] is None:  # still running when the run ended or was killed
+                s["end"], s["status"] = run_end or time.time(), "UNFINISHED"
+            s["seconds"] = s["end"] - s["start"]
             rows.append(s)
         rows.sort(key=lambda r: r["start"])
         return {
@@ -247,10 +253,10 @@ def refresh_job_exists(env: dict) -> bool:
 
 
 def timed_run(label: str, cmd: list[str], env: dict, work: Path, dagster_home: Path,
-              input_rows: int, timeout: float) -> dict:
+              input_rows: int, timeout: float, max_rss_gb: float = float("inf")) -> dict:
     print(f"\n[{label}] {' '.join(cmd)}", flush=True)
     load_before = os.getloadavg()
-    usage = run_sampled(cmd, env, work / f"{label}.log", timeout)
+    usage = run_sampled(cmd, env, work / f"{label}.log", timeout, max_rss_gb)
     events = step_times(dagster_home)
     attribute_samples(events["steps"], usage.pop("samples"))
     result = {
@@ -286,7 +292,8 @@ def bench_n(n: int, args) -> list[dict]:
         (work / d).mkdir()
     env = _env(work, data["path"], dagster_home)
     cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "customer_assets", "--select", "*"]
-    results = [timed_run(f"full_x{n}", cmd, env, work, dagster_home, data["rows"], args.timeout)]
+    results = [timed_run(f"full_x{n}", cmd, env, work, dagster_home, data["rows"], args.timeout,
+                         args.max_rss_gb)]
     results[0].update({"n": n, "generate_s": gen_s, "work_dir": str(work)})
     if args.refresh and results[0]["returncode"] == 0:
         week = prepare_week(n, args.data_dir)
@@ -296,7 +303,7 @@ def bench_n(n: int, args) -> list[dict]:
         else:
             print(f"(no job named {REFRESH_JOB}: timing a full materialization with the new week)")
             rcmd = cmd
-        r = timed_run(f"refresh_x{n}", rcmd, env, work, dagster_home, week["rows"], args.timeout)
+        r = timed_run(f"refresh_x{n}", rcmd, env, work, dagster_home, week["rows"], args.timeout, args.max_rss_gb)
         r.update({"n": n, "week": week, "work_dir": str(work),
                   "ratio_to_full": r["wall_s"] / results[0]["wall_s"]})
         print(f"  refresh / full wall: {r['ratio_to_full']:.2f} (target < 0.33)")
@@ -330,7 +337,8 @@ def print_table(r: dict) -> None:
     print(f"  {'outside steps (CLI start, load, run setup)':<{width}} {r['outside_steps_s']:8.2f} {'':6} "
           f"{r['cpu_s'] - r['steps_cpu_s']:7.2f}")
     print(f"  {'TOTAL wall (CLI process)':<{width}} {r['wall_s']:8.2f} {'':6} {r['cpu_s']:7.2f}")
-    status = "TIMED OUT" if r["timed_out"] else f"{r['status']} (exit {r['returncode']})"
+    status = ("TIMED OUT" if r["timed_out"] else "KILLED: over --max-rss-gb" if r.get("killed_over_max_rss")
+              else f"{r['status']} (exit {r['returncode']})")
     print(f"  status {status}; peak RSS (process tree) {r['peak_rss_gb']:.2f} GB; "
           f"CPU {r['cpu_s']:.1f} s; input rows {r['input_rows']:,}; "
           f"{r['rows_per_s']:,.0f} rows/s; load avg {r['loadavg_1m_before']:.1f}->{r['loadavg_1m_after']:.1f}")
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh", action="store_true", help="also time the weekly refresh")
     ap.add_argument("--keep", action="store_true", help="keep the temporary warehouse and logs")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
+    ap.add_argument("--max-rss-gb", type=float, default=14,
+                    help="kill a run whose process tree exceeds this resident memory (GB)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                     help="cache of generated sources")
     args = ap.parse_args(argv)
