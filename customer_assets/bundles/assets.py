@@ -148,14 +148,17 @@ def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
 
 
 def _recs_plot(df: pd.DataFrame) -> str:
-    d = df[(df["recommendation_type"] == "dead_stock_bundle") & (df["rank"] == 1)].nlargest(15, "lift")
+    d = df[(df["recommendation_type"] == "dead_stock_bundle") & (df["rank"] == 1)].nlargest(15, "both_orders")
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(d), 3) + 1))
-    labels = [f"{str(a)[:28]} + {str(b)[:28]}" for a, b in zip(d["product_name"], d["partner_names"])]
-    ax.barh(labels[::-1], d["lift"].to_numpy()[::-1], color="#2980b9")
-    for i, (lf, disc) in enumerate(zip(d["lift"].to_numpy()[::-1], d["suggested_discount_pct"].to_numpy()[::-1])):
-        ax.text(lf, i, f" {disc:.0f}% off", va="center", fontsize=8)
-    ax.set_xlabel("lift")
-    ax.set_title("Best bundle per dead-stock product (top 15 by lift)")
+    labels = [f"{str(a)[:28]} + {str(b)[:28]}" for a, b in zip(d["product_name"], d["partner_names"])][::-1]
+    colors = ["#2980b9" if src == SOURCE_RULES else "#e67e22" for src in d["evidence_source"]][::-1]
+    vals = d["both_orders"].to_numpy()[::-1]
+    ax.barh(labels, vals, color=colors)
+    for i, (v, lf, disc) in enumerate(zip(vals, d["lift"].to_numpy()[::-1], d["suggested_discount_pct"].to_numpy()[::-1])):
+        ax.text(v, i, f" lift {lf:.0f}, {disc:.0f}% off", va="center", fontsize=8)
+    ax.set_xlabel("orders with both (blue: association rule, orange: co-purchase pair below min_support)")
+    ax.set_title("Best bundle per dead-stock product (15 with the most orders together)")
+    ax.set_xlim(0, vals.max() * 1.3 if len(vals) else 1)
     return fig_to_md(fig, "dead stock bundles")
 
 
