@@ -91,7 +91,8 @@ class AnalyticsSettings(dg.ConfigurableResource):
     min_support: float = Field(
         default=0.01,
         description="Apriori min support. The seed's 0.1 finds no itemset on real retail "
-        "baskets (the most common item is in ~8% of Online Retail orders).",
+        "baskets (the most common item is in 10.7% of Online Retail orders, no pair in 10%); "
+        "0.01 gives 1,122 rules in seconds (docs/bundles.md).",
     )
     min_confidence: float = Field(default=0.05, description="Association rule min confidence.")
     min_lift: float = Field(default=1.0, description="Association rule min lift.")
