@@ -165,7 +165,8 @@ def mine_rules(
         ).df()
         stats.n_items_frequent = len(items)
         if len(items) < 2:
-            stats.note = f"{len(items)} item(s) reach min_support={min_support}: no itemset of 2"
+            stats.note = (f"{len(items)} item(s) reach min_support={min_support} "
+                          f"(>= {stats.min_count} orders): no itemset of 2")
             return empty_rules_frame(), stats
         item_ids = items["product_id"].astype(str).tolist()
         item_counts = dict(zip(item_ids, items["n"].astype(int)))
