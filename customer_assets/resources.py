@@ -75,7 +75,12 @@ def build_resources(**overrides) -> dict:
     """The resource dict used by Definitions (and by tests, with overrides for tmp paths)."""
     warehouse = env_or_default("CUSTOMER_ASSETS_WAREHOUSE", paths.DEFAULT_WAREHOUSE)
     resources = {
-        "duckdb": DuckDBResource(database=warehouse),
+        # DuckDB's default memory limit is 80% of RAM: at tens of millions of lines ingestion then
+        # held ~9 GB. With a limit it spills sorts, joins and temp tables next to the database file.
+        "duckdb": DuckDBResource(
+            database=warehouse,
+            connection_config={"memory_limit": os.environ.get("CUSTOMER_ASSETS_DUCKDB_MEMORY_LIMIT", "2GB")},
+        ),
         "source": SourceConfig(
             source=env_or_default("CUSTOMER_ASSETS_SOURCE", paths.DEFAULT_SOURCE),
             mapping=env_or_default("CUSTOMER_ASSETS_MAPPING", paths.DEFAULT_MAPPING),

@@ -39,6 +39,7 @@ Optional (only when the source provides the field):
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 
 import duckdb
 import pandas as pd
@@ -227,5 +228,41 @@ def compute_customer_features(con: duckdb.DuckDBPyConnection, snapshot_date) -> 
     """One row per customer with >= 1 cleaned order on or before `snapshot_date`.
 
     Columns: customer_id, snapshot_date, FEATURE_COLUMNS, then available optional features.
+    Results are cached in-process (see `_cache_key`): churn, LTV, drift and scoring ask for the same
+    snapshots of the same data within one run, and each query scans every transaction line.
     """
-    return con.execute(features_query(con, snapshot_date)).df()
+    query = features_query(con, snapshot_date)
+    key = _cache_key(con, query)
+    if key is not None and key in _FEATURE_CACHE:
+        _FEATURE_CACHE.move_to_end(key)
+        return _FEATURE_CACHE[key].copy()
+    df = con.execute(query).df()
+    if key is not None:
+        _FEATURE_CACHE[key] = df.copy()
+        while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.popitem(last=False)
+    return df
+
+
+_FEATURE_CACHE: "OrderedDict" = OrderedDict()
+_FEATURE_CACHE_SIZE = 16
+
+
+def _cache_key(con: duckdb.DuckDBPyConnection, query: str):
+    """(database file, fingerprint of the input tables, query), or None when not cacheable.
+
+    The fingerprint (row count, money total and latest date of cleaned_transactions, row count of
+    quarantined_transactions) changes whenever the data does, at the cost of one cheap scan."""
+    path = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()[0]
+    if not path:  # in-memory databases are not cached
+        return None
+    fingerprint = con.execute(
+        "SELECT count(*), sum(line_total), max(order_datetime) FROM cleaned_transactions"
+    ).fetchone()
+    quarantined = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantined_transactions'"
+    ).fetchone()[0]
+    q_rows = con.execute("SELECT count(*) FROM quarantined_transactions").fetchone()[0] if quarantined else None
+    return (path, fingerprint, q_rows, query)
