@@ -8,6 +8,7 @@ launchpad under `resources:`.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,21 @@ def env_or_default(name: str, default):
     configuration at all on the shipped sample.
     """
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+class WarehouseResource(DuckDBResource):
+    """DuckDBResource whose connection is closed even when the asset raises.
+
+    dagster-duckdb 0.29 closes it only on a normal exit, so after a failed asset the next
+    connection to the same file in that process failed on the lock."""
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.close()
 
 
 class SourceConfig(dg.ConfigurableResource):
@@ -77,7 +93,7 @@ def build_resources(**overrides) -> dict:
     resources = {
         # DuckDB's default memory limit is 80% of RAM: at tens of millions of lines ingestion then
         # held ~9 GB. With a limit it spills sorts, joins and temp tables next to the database file.
-        "duckdb": DuckDBResource(
+        "duckdb": WarehouseResource(
             database=warehouse,
             connection_config={"memory_limit": os.environ.get("CUSTOMER_ASSETS_DUCKDB_MEMORY_LIMIT", "2GB")},
         ),

@@ -29,16 +29,14 @@ def con(tmp_path):
 
 
 def make_resources(tmp_path: Path, source=None, mapping=None, landing=None, inventory=None, **settings):
-    from dagster_duckdb import DuckDBResource
-
     from customer_assets.actions.notifier import Notifier
-    from customer_assets.resources import ModelStore, SourceConfig
+    from customer_assets.resources import ModelStore, SourceConfig, WarehouseResource
     from customer_assets.settings import AnalyticsSettings
 
     landing_dir = Path(landing) if landing else tmp_path / "incoming"
     landing_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "duckdb": DuckDBResource(database=str(tmp_path / "warehouse.duckdb")),
+        "duckdb": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
         "source": SourceConfig(
             source=str(source or RETAIL_PARQUET),
             mapping=str(mapping or RETAIL_MAPPING),
