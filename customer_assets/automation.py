@@ -25,17 +25,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
-from customer_assets import (
-    actions,
-    bundles,
-    churn,
-    customers,
-    ingestion,
-    ltv,
-    monitoring,
-    reporting,
-    warehouse,
-)
 from customer_assets.monitoring.sensor_logic import (
     DRIFT_REPORT_TAG,
     INGESTED_SHA_KEY,
@@ -46,6 +35,7 @@ from customer_assets.monitoring.sensor_logic import (
     load_cursor,
 )
 from customer_assets.resources import SourceConfig
+from customer_assets.stages import STAGES
 
 # Assets that fit models (and register versions). Everything else only uses the champions.
 TRAINING_ASSETS = ("churn_training_set", "churn_model", "clv_model", "ltv_model")
@@ -57,7 +47,7 @@ INGESTED_FILES_ASSET = "ingested_files"
 
 def _defined_keys() -> set:
     keys = set()
-    for stage in (ingestion, warehouse, customers, churn, ltv, bundles, monitoring, actions, reporting):
+    for stage in STAGES:
         for a in stage.ASSETS:
             keys |= {k.to_user_string() for k in a.keys}
     return keys

@@ -7,21 +7,9 @@ separate step processes would only add start-up time (see issue 9's measurements
 
 import dagster as dg
 
-from customer_assets import (
-    actions,
-    bundles,
-    churn,
-    customers,
-    ingestion,
-    ltv,
-    monitoring,
-    reporting,
-    warehouse,
-)
 from customer_assets.automation import JOBS, SCHEDULES, SENSORS
 from customer_assets.resources import build_resources
-
-STAGES = [ingestion, warehouse, customers, churn, ltv, bundles, monitoring, actions, reporting]
+from customer_assets.stages import STAGES
 
 defs = dg.Definitions(
     assets=[a for s in STAGES for a in s.ASSETS],
