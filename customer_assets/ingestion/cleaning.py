@@ -12,6 +12,8 @@ count such orders. A negative total is quarantined.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from customer_assets.common.db import quote_ident, replace_table
 from customer_assets.ingestion.mapping import Mapping
 from customer_assets.ingestion.schema import CLEANED_COLUMNS, QUARANTINE_COLUMNS
@@ -206,14 +208,21 @@ DUP_KEY = ("customer_id", "order_id", "order_datetime", "product_id", "product_n
            "unit_price", "line_total", "country", "store_id", "discount")
 
 
-def clean(con, mapping: Mapping) -> dict:
-    """Rebuild cleaned_transactions and quarantined_transactions from raw_transactions.
+def clean(con, mapping: Mapping, only_sha256: Optional[list] = None) -> dict:
+    """Classify raw rows into cleaned_transactions and quarantined_transactions.
 
-    Returns counts per reason."""
+    Full rebuild (default): every raw row, both tables replaced atomically.
+    Incremental (`only_sha256`: the files just loaded, with the mapping unchanged): only those
+    files' rows are classified and appended in one transaction; a new row that repeats a row
+    already in cleaned_transactions is a duplicate (the earlier-loaded row is kept).
+    Returns counts per reason over the whole quarantine."""
     con.execute("SET enable_progress_bar = false")
     types = raw_column_types(con)
     source_columns = list(types)
     key = ", ".join(DUP_KEY)
+    where = ""
+    if only_sha256 is not None:
+        where = "WHERE source_sha256 IN (" + ", ".join(_sql_str(x) for x in only_sha256) + ")"
     # One pass: parse, first reason, a 64-bit hash of the duplicate key, and the original row as
     # JSON only for rows already known to be quarantined (JSON for every row costs more than the rest).
     con.execute(
@@ -221,51 +230,65 @@ def clean(con, mapping: Mapping) -> dict:
             WITH parsed AS (
                 SELECT {parsed_select(mapping, types)},
                        {raw_values_json(source_columns)} AS __raw_json
-                FROM raw_transactions),
+                FROM raw_transactions {where}),
             reasoned AS (SELECT * EXCLUDE (__raw_json), {reason_case(mapping)} AS first_reason, __raw_json FROM parsed)
             SELECT * EXCLUDE (__raw_json),
                    CASE WHEN first_reason IS NOT NULL THEN __raw_json END AS raw_values,
                    CASE WHEN first_reason IS NULL THEN hash({key}) END AS dup_hash
             FROM reasoned"""
     )
-    # Duplicates, exactly: the full-key window runs only over rows whose key hash repeats.
+    # Duplicates, exactly: the full-key window runs only over rows whose key hash repeats. In the
+    # incremental case the rows already cleaned take part too, ranked first (they were loaded first).
+    kept = ""
+    if only_sha256 is not None:
+        kept = f"""UNION ALL
+                   SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash
+                   FROM cleaned_transactions"""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __duplicates AS
-            WITH candidates AS (
-                SELECT dup_hash FROM __classified WHERE dup_hash IS NOT NULL
-                GROUP BY dup_hash HAVING count(*) > 1),
+            WITH pool AS (
+                SELECT source_file, source_row, 1 AS earlier, {key}, dup_hash
+                FROM __classified WHERE dup_hash IS NOT NULL
+                {kept}),
+            candidates AS (SELECT dup_hash FROM pool GROUP BY dup_hash HAVING count(*) > 1),
             ranked AS (
-                SELECT source_file, source_row,
-                       row_number() OVER (PARTITION BY {key} ORDER BY source_file, source_row) AS rn
-                FROM __classified SEMI JOIN candidates USING (dup_hash))
+                SELECT source_file, source_row, earlier,
+                       row_number() OVER (PARTITION BY {key} ORDER BY earlier, source_file, source_row) AS rn
+                FROM pool SEMI JOIN candidates USING (dup_hash))
             SELECT r.source_file, r.source_row, {raw_values_json(source_columns)} AS raw_values
             FROM ranked r JOIN raw_transactions t USING (source_file, source_row)
-            WHERE r.rn > 1"""
+            WHERE r.rn > 1 AND r.earlier = 1"""
     )
     cleaned_cols = ", ".join(
         f"CAST({'CAST(order_datetime AS DATE)' if k == 'order_date' else k} AS {t}) AS {k}"
         for k, t in CLEANED_COLUMNS.items()
     )
-    replace_table(
-        con, "cleaned_transactions",
-        f"""SELECT {cleaned_cols} FROM __classified c
+    cleaned_sql = f"""SELECT {cleaned_cols} FROM __classified c
             WHERE first_reason IS NULL
               AND NOT EXISTS (SELECT 1 FROM __duplicates d
-                              WHERE d.source_file = c.source_file AND d.source_row = c.source_row)""",
-    )
+                              WHERE d.source_file = c.source_file AND d.source_row = c.source_row)"""
     q_cols = ", ".join(
         f"CAST({_q_expr(k, mapping)} AS {t}) AS {k}" for k, t in QUARANTINE_COLUMNS.items()
     )
-    replace_table(
-        con, "quarantined_transactions",
-        f"""WITH outcome AS (
+    quarantine_sql = f"""WITH outcome AS (
                 SELECT c.* EXCLUDE (raw_values, first_reason),
                        coalesce(c.first_reason, 'duplicate') AS reason,
                        coalesce(c.raw_values, d.raw_values) AS raw_values
                 FROM __classified c LEFT JOIN __duplicates d USING (source_file, source_row)
                 WHERE c.first_reason IS NOT NULL OR d.source_row IS NOT NULL)
-            SELECT {q_cols} FROM outcome""",
-    )
+            SELECT {q_cols} FROM outcome"""
+    if only_sha256 is None:
+        replace_table(con, "cleaned_transactions", cleaned_sql)
+        replace_table(con, "quarantined_transactions", quarantine_sql)
+    else:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"INSERT INTO cleaned_transactions {cleaned_sql}")
+            con.execute(f"INSERT INTO quarantined_transactions {quarantine_sql}")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     con.execute("DROP TABLE __classified")
     con.execute("DROP TABLE __duplicates")
     rows = con.execute(

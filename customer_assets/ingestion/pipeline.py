@@ -1,8 +1,10 @@
 """Ingestion: new source files -> raw_transactions (append) -> cleaned / quarantined (rebuild).
 
-A file whose sha256 is already in ingested_files is not loaded again. raw_transactions only grows;
-cleaned and quarantined are rebuilt from it whenever a file was added or the mapping changed, so
-cross-file duplicates are caught and every raw row has exactly one outcome.
+A file whose sha256 is already in ingested_files is not loaded again. raw_transactions only grows.
+When new files arrive and the mapping is unchanged, only their rows are classified and appended
+(a row repeating one already cleaned is a duplicate); when the mapping changed (or on the first
+load), cleaned and quarantined are rebuilt from every raw row. Either way every raw row has
+exactly one outcome.
 """
 
 from __future__ import annotations
@@ -101,10 +103,15 @@ def ingest(
 
     mapping_hash = _mapping_hash(mapping)
     previous = con.execute("SELECT value FROM ingestion_state WHERE key = 'mapping_hash'").fetchone()
-    needs_rebuild = bool(staged) or previous is None or previous[0] != mapping_hash or not table_exists(
-        con, "cleaned_transactions"
-    )
-    if needs_rebuild:
+    have_clean = table_exists(con, "cleaned_transactions") and table_exists(con, "quarantined_transactions")
+    same_mapping = previous is not None and previous[0] == mapping_hash
+    if have_clean and same_mapping and staged:
+        # The usual weekly case: classify only the new files' rows and append them.
+        log(f"cleaning the {len(summary.loaded)} new file(s)")
+        summary.reasons = clean(con, mapping, only_sha256=[f.sha256 for f in summary.loaded])
+        summary.rebuilt = True
+        summary.notes.append("incremental: only the new files' rows were classified")
+    elif not (have_clean and same_mapping):
         log("cleaning raw_transactions")
         summary.reasons = clean(con, mapping)
         summary.rebuilt = True
