@@ -101,7 +101,9 @@ def build_resources(**overrides) -> dict:
             source=env_or_default("CUSTOMER_ASSETS_SOURCE", paths.DEFAULT_SOURCE),
             mapping=env_or_default("CUSTOMER_ASSETS_MAPPING", paths.DEFAULT_MAPPING),
             landing_dir=env_or_default("CUSTOMER_ASSETS_LANDING", paths.DEFAULT_LANDING),
-            inventory=env_or_default("CUSTOMER_ASSETS_INVENTORY", paths.DEFAULT_INVENTORY),
+            # Set but empty means "no inventory file": dead stock then uses the sales-velocity proxy.
+            inventory=(None if os.environ.get("CUSTOMER_ASSETS_INVENTORY") == ""
+                       else env_or_default("CUSTOMER_ASSETS_INVENTORY", paths.DEFAULT_INVENTORY)),
             contacts=env_or_default("CUSTOMER_ASSETS_CONTACTS", None),
         ),
         "model_store": ModelStore(
