@@ -20,7 +20,8 @@ def _label(s: dict) -> str:
 def markdown(run: dict, top: int) -> str:
     steps = sorted(run["steps"], key=lambda s: -s["seconds"])
     lines = [
-        f"**{run['label']}**: {run['input_rows']:,} input rows, status {run.get('status')}"
+        f"**{run['label']}**: {run['input_rows']:,} input rows, git {run.get('git_commit', '?')}, "
+        f"status {run.get('status')}"
         + (" (TIMED OUT)" if run.get("timed_out") else "")
         + (" (KILLED over --max-rss-gb)" if run.get("killed_over_max_rss") else "")
         + f", load avg {run['loadavg_1m_before']:.1f} -> {run['loadavg_1m_after']:.1f}",

@@ -256,12 +256,15 @@ def timed_run(label: str, cmd: list[str], env: dict, work: Path, dagster_home: P
               input_rows: int, timeout: float, max_rss_gb: float = float("inf")) -> dict:
     print(f"\n[{label}] {' '.join(cmd)}", flush=True)
     load_before = os.getloadavg()
+    commit, started = _git_commit(), time.time()  # the code the run loads (plus any uncommitted edits)
     usage = run_sampled(cmd, env, work / f"{label}.log", timeout, max_rss_gb)
     events = step_times(dagster_home)
     attribute_samples(events["steps"], usage.pop("samples"))
     result = {
         "label": label,
         "command": cmd,
+        "git_commit": commit,
+        "started_unix": started,
         "input_rows": input_rows,
         **usage,
         **events,
@@ -365,13 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ns = args.n or [1]
     started = dt.datetime.now(dt.timezone.utc)
+    commit_at_start = _git_commit()
     all_results = []
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     for n in ns:
         all_results.extend(bench_n(n, args))
         out.write_text(json.dumps({
-            "started": started.isoformat(), "git_commit": _git_commit(), "cpus": os.cpu_count(),
+            "started": started.isoformat(), "git_commit": commit_at_start, "cpus": os.cpu_count(),
             "runs": all_results}, indent=2, default=str))
     print(f"\nresults -> {out}")
     return 0 if all(r["returncode"] == 0 for r in all_results) else 1
