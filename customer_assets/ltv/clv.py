@@ -206,7 +206,7 @@ def _sanity_predictions(model: str, params: dict, data: pd.DataFrame) -> Optiona
 # customers they are estimated on a fixed random sample (every attempt on the same one, so their
 # likelihoods stay comparable), and every customer is still scored. n_customers in the attempts table
 # shows the sample size. Online Retail (4,334) and CDNOW (2,357) are fit on every customer.
-MAX_FIT_CUSTOMERS = 25_000
+MAX_FIT_CUSTOMERS = 10_000
 
 
 def fit_ladder(data: pd.DataFrame, ladder=BUYING_LADDER) -> LadderResult:
