@@ -134,16 +134,22 @@ def _mapping_hash(m: Mapping) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# Money is summed exactly: each line rounded to 6 decimals as a DECIMAL, then added without
+# floating-point error. (DOUBLE sums of 54M lines in different orders differ by a few cents, which
+# would fail an exact check for no lost money at all.)
+EXACT_MONEY = "coalesce(sum(CAST(round(line_total, 6) AS DECIMAL(38, 6))), 0)"
+
+
 def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
     """raw = cleaned + quarantined, in rows (by key, not just by count) and in money."""
     from customer_assets.ingestion.cleaning import parsed_select, raw_column_types
 
     raw_rows, raw_money = con.execute(
-        f"SELECT count(*), coalesce(sum(line_total), 0) FROM "
+        f"SELECT count(*), {EXACT_MONEY} FROM "
         f"(SELECT {parsed_select(mapping, raw_column_types(con))} FROM raw_transactions)"
     ).fetchone()
-    c_rows, c_money = con.execute("SELECT count(*), coalesce(sum(line_total), 0) FROM cleaned_transactions").fetchone()
-    q_rows, q_money = con.execute("SELECT count(*), coalesce(sum(line_total), 0) FROM quarantined_transactions").fetchone()
+    c_rows, c_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM cleaned_transactions").fetchone()
+    q_rows, q_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM quarantined_transactions").fetchone()
     missing, doubled = con.execute(
         """WITH outcome AS (
                SELECT source_file, source_row FROM cleaned_transactions
@@ -154,7 +160,7 @@ def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
                 USING (source_file, source_row)),
              (SELECT count(*) FROM counted WHERE n > 1)"""
     ).fetchone()
-    money_diff = float(raw_money) - float(c_money) - float(q_money)
+    money_diff = raw_money - c_money - q_money  # Decimal arithmetic: exact
     return {
         "raw_rows": int(raw_rows),
         "cleaned_rows": int(c_rows),
@@ -162,8 +168,8 @@ def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
         "raw_money": round(float(raw_money), 2),
         "cleaned_money": round(float(c_money), 2),
         "quarantined_money": round(float(q_money), 2),
-        "money_difference": round(money_diff, 4),
+        "money_difference": float(money_diff),
         "raw_rows_without_outcome": int(missing),
         "rows_with_two_outcomes": int(doubled),
-        "passed": raw_rows == c_rows + q_rows and missing == 0 and doubled == 0 and abs(money_diff) < 0.005,
+        "passed": raw_rows == c_rows + q_rows and missing == 0 and doubled == 0 and money_diff == 0,
     }
