@@ -243,9 +243,11 @@ def clean(con, mapping: Mapping, only_sha256: Optional[list] = None) -> dict:
     # incremental case the rows already cleaned take part too, ranked first (they were loaded first).
     kept = ""
     if only_sha256 is not None:
+        # a duplicate has the same customer: only those customers' cleaned rows need hashing
         kept = f"""UNION ALL
                    SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash
-                   FROM cleaned_transactions"""
+                   FROM cleaned_transactions
+                   WHERE customer_id IN (SELECT customer_id FROM __classified WHERE dup_hash IS NOT NULL)"""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __duplicates AS
             WITH pool AS (
