@@ -147,7 +147,14 @@ def build_table(con, name: str) -> None:
     """Create one star-schema table (or view) from cleaned_transactions."""
     from customer_assets.common.db import quote_ident, replace_table
 
+    kind = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]
+    ).fetchone()
     if name in VIEWS:
+        if kind and kind[0] != "VIEW":  # a warehouse built when this was a table
+            con.execute(f"DROP TABLE {quote_ident(name)}")
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {STAR_SQL[name]}")
     else:
+        if kind and kind[0] == "VIEW":
+            con.execute(f"DROP VIEW {quote_ident(name)}")
         replace_table(con, name, STAR_SQL[name])

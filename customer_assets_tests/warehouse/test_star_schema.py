@@ -67,3 +67,10 @@ def test_fact_sales_view_follows_a_rebuilt_cleaned_table(star):
     # cleaned_transactions is rebuilt by build-then-swap; the fact view must see the new rows
     replace_table(star, "cleaned_transactions", "SELECT * FROM cleaned_transactions WHERE customer_id = 'a'")
     assert star.execute("SELECT count(*), sum(line_total) FROM fact_sales").fetchone() == (3, 25.0)
+
+
+def test_fact_sales_view_replaces_an_older_table(star):
+    star.execute("DROP VIEW fact_sales")
+    star.execute("CREATE TABLE fact_sales AS SELECT 1 AS x")  # as an earlier version built it
+    build_table(star, "fact_sales")
+    assert star.execute("SELECT count(*) FROM fact_sales").fetchone()[0] == 4
