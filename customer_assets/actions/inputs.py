@@ -7,7 +7,7 @@ from typing import Optional
 import duckdb
 import pandas as pd
 
-from customer_assets.common.db import quote_ident, replace_table, table_exists
+from customer_assets.common.db import quote_ident, replace_table, table_exists, write_typed  # noqa: F401
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
@@ -32,16 +32,3 @@ def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "")
     return con.execute(f"SELECT * FROM {quote_ident(name)} {sql_tail}").df()
 
 
-def write_typed(con: duckdb.DuckDBPyConnection, name: str, df: pd.DataFrame, types: dict) -> int:
-    """replace_table with explicit column types (an all-NULL pandas column would otherwise land as
-    INTEGER and break every later `= 'High'`)."""
-    frame = df.copy()
-    for c in types:
-        if c not in frame.columns:
-            frame[c] = None
-    casts = ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in types.items())
-    con.register("__typed_df", frame[list(types)])
-    try:
-        return replace_table(con, name, f"SELECT {casts} FROM __typed_df")
-    finally:
-        con.unregister("__typed_df")

@@ -20,7 +20,7 @@ from customer_assets.bundles.recommendations import (
     write_recommendations,
 )
 from customer_assets.bundles.rules import ALL_COUNTRIES, build_rules, rules_table_sql, write_rules
-from customer_assets.bundles.tables import empty_sql, warehouse_connection
+from customer_assets.bundles.tables import empty_sql
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
 from customer_assets.common.plotting import plt
@@ -62,7 +62,7 @@ def _dead_stock_plot(df: pd.DataFrame, ratio: float, method: str) -> str:
 )
 def dead_stock(duckdb: DuckDBResource, settings: AnalyticsSettings, source: SourceConfig) -> dg.MaterializeResult:
     empty = empty_sql(DEAD_STOCK_COLUMNS)
-    with warehouse_connection(duckdb) as con:
+    with duckdb.get_connection() as con:
         for f in ("product_id", "quantity"):
             if not field_available(con, f):
                 return _skip(con, "dead_stock", empty, f"the source has no {f}: units sold per product are unknown")
@@ -116,7 +116,7 @@ def _rules_plot(rules: pd.DataFrame) -> str:
     "'ALL' plus one run per large country when rules_per_country.",
 )
 def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
-    with warehouse_connection(duckdb) as con:
+    with duckdb.get_connection() as con:
         if not field_available(con, "product_id"):
             return _skip(con, "association_rules", rules_table_sql(), "the source has no product_id: no baskets")
         as_of = resolve_as_of(con, settings.as_of_date())
@@ -173,7 +173,7 @@ def _recs_plot(df: pd.DataFrame) -> str:
 )
 def bundle_recommendations(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     empty = empty_sql(RECOMMENDATION_COLUMNS)
-    with warehouse_connection(duckdb) as con:
+    with duckdb.get_connection() as con:
         for t in ("dead_stock", "association_rules"):
             if not table_exists(con, t):
                 return _skip(con, "bundle_recommendations", empty, f"{t} has not been materialized")
@@ -217,7 +217,7 @@ def bundle_recommendations(duckdb: DuckDBResource, settings: AnalyticsSettings) 
     pool="duckdb",
 )
 def rules_recount_from_transactions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
-    with warehouse_connection(duckdb) as con:
+    with duckdb.get_connection() as con:
         if not table_exists(con, "association_rules") or con.execute(
                 "SELECT count(*) FROM association_rules WHERE country = 'ALL'").fetchone()[0] == 0:
             return dg.AssetCheckResult(passed=True, metadata={"note": "no rules to recount"})
@@ -263,7 +263,7 @@ def rules_recount_from_transactions(duckdb: DuckDBResource, settings: AnalyticsS
     pool="duckdb",
 )
 def dead_stock_inventory_coverage(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with warehouse_connection(duckdb) as con:
+    with duckdb.get_connection() as con:
         if not table_exists(con, "dead_stock") or con.execute("SELECT count(*) FROM dead_stock").fetchone()[0] == 0:
             return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
                                        metadata={"note": "dead_stock is empty"})

@@ -62,6 +62,31 @@ def replace_table(
     return con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
 
 
+def empty_sql(columns: dict) -> str:
+    """A SELECT of no rows with the given {name: DuckDB type} columns."""
+    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(c)}" for c, t in columns.items()) + " WHERE false"
+
+
+def write_typed(con: duckdb.DuckDBPyConnection, name: str, df: Optional[pd.DataFrame], types: dict) -> int:
+    """Atomically replace `name` with `df`'s columns cast to `types` ({column: DuckDB type}).
+
+    Fixed types keep an empty result a typed table, and an all-NULL pandas column from landing as
+    INTEGER (which would break every later `= 'High'`). Columns missing from `df` become NULL."""
+    if df is None or df.empty:
+        return replace_table(con, name, empty_sql(types))
+    frame = df.copy()
+    for c in types:
+        if c not in frame.columns:
+            frame[c] = None
+    view = f"__{name}_typed_df"
+    casts = ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in types.items())
+    con.register(view, frame[list(types)])
+    try:
+        return replace_table(con, name, f"SELECT {casts} FROM {quote_ident(view)}")
+    finally:
+        con.unregister(view)
+
+
 def row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
     return con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
 

@@ -59,11 +59,6 @@ REASONS = (
 )
 
 
-def empty_cleaned_sql() -> str:
-    cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in CLEANED_COLUMNS.items())
-    return f"SELECT {cols} WHERE false"
-
-
 def cleaned_frame(rows: list[dict]) -> pd.DataFrame:
     """A DataFrame with exactly the cleaned_transactions columns (for tests and fixtures).
 
@@ -98,8 +93,9 @@ def write_cleaned(con, rows_or_df, table: str = "cleaned_transactions") -> None:
 
 
 def empty_quarantine_sql() -> str:
-    cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in QUARANTINE_COLUMNS.items())
-    return f"SELECT {cols} WHERE false"
+    from customer_assets.common.db import empty_sql
+
+    return empty_sql(QUARANTINE_COLUMNS)
 
 
 def field_available(con, field: str, table: str = "cleaned_transactions") -> bool:
