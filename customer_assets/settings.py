@@ -48,6 +48,11 @@ class AnalyticsSettings(dg.ConfigurableResource):
     churn_training_snapshots: int = Field(
         default=4, description="How many stacked snapshots (30 days apart) train the churn model."
     )
+    max_fit_customers: int = Field(
+        default=25_000,
+        description="Customers used to FIT models (a deterministic sample by customer-id hash, the same "
+        "customers at every snapshot; 0 = all); scoring and evaluation use all customers.",
+    )
 
     # --- model registry ---------------------------------------------------------------------
     promotion_tolerance: float = Field(
