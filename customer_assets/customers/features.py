@@ -39,7 +39,11 @@ Optional (only when the source provides the field):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -113,13 +117,11 @@ def customer_features_sql(
         if with_returns
         else "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(0 AS BIGINT) AS n_return_lines WHERE false"
     )
-    line_extra, select_extra, price_cte, price_join = [], [], "", ""
-    if "discount_line_share" in optional:
-        line_extra.append("avg(CASE WHEN discount > 0 THEN 1.0 ELSE 0.0 END) AS discount_line_share")
-        select_extra.append("CAST(coalesce(l.discount_line_share, 0) AS DOUBLE) AS discount_line_share")
-    if "store_visits" in optional:
-        line_extra.append("count(DISTINCT (store_id, order_date)) FILTER (WHERE store_id IS NOT NULL) AS store_visits")
-        select_extra.append("CAST(coalesce(l.store_visits, 0) AS DOUBLE) AS store_visits")
+    line_cols, extra_cols, price_join = _optional_columns(optional, {
+        "discount_line_share": "avg(CASE WHEN discount > 0 THEN 1.0 ELSE 0.0 END)",
+        "store_visits": "count(DISTINCT (store_id, order_date)) FILTER (WHERE store_id IS NOT NULL)",
+    })
+    price_cte = ""
     if "price_index" in optional:
         price_cte = """,
 product_price AS (
@@ -134,10 +136,6 @@ price AS (
     WHERE t.quantity > 0
     GROUP BY t.customer_id
 )"""
-        price_join = "LEFT JOIN price pr ON pr.customer_id = c.customer_id"
-        select_extra.append("CAST(coalesce(pr.price_index, 1.0) AS DOUBLE) AS price_index")
-    line_cols = "".join(f",\n           {x}" for x in line_extra)
-    extra_cols = "".join(f",\n       {x}" for x in select_extra)
 
     return f"""
 WITH tx AS (
@@ -148,7 +146,35 @@ orders AS (
     SELECT customer_id, order_id, min(order_date) AS order_date, sum(coalesce(line_total, 0)) AS order_value
     FROM tx GROUP BY customer_id, order_id
 ),
-cust AS (
+{_cust_cte(snap)}lines AS (
+    SELECT customer_id, count(*) AS n_lines, count(DISTINCT product_id) AS unique_products{line_cols}
+    FROM tx GROUP BY customer_id
+),
+returns AS (
+    {returns_cte}
+){price_cte}
+{_final_select(snap, extra_cols, price_join)}"""
+
+
+def _optional_columns(optional, line_exprs: dict) -> tuple:
+    """(extra columns of the CTE lines, extra output columns, join of the CTE price) for the
+    optional features; `line_exprs` computes discount_line_share / store_visits inside `lines`."""
+    line_extra, select_extra, price_join = [], [], ""
+    for name in ("discount_line_share", "store_visits"):
+        if name in optional:
+            line_extra.append(f"{line_exprs[name]} AS {name}")
+            select_extra.append(f"CAST(coalesce(l.{name}, 0) AS DOUBLE) AS {name}")
+    if "price_index" in optional:
+        price_join = "LEFT JOIN price pr ON pr.customer_id = c.customer_id"
+        select_extra.append("CAST(coalesce(pr.price_index, 1.0) AS DOUBLE) AS price_index")
+    line_cols = "".join(f",\n           {x}" for x in line_extra)
+    extra_cols = "".join(f",\n       {x}" for x in select_extra)
+    return line_cols, extra_cols, price_join
+
+
+def _cust_cte(snap: str) -> str:
+    """Per-customer order aggregates from the CTE `orders` (customer_id, order_id, order_date, order_value)."""
+    return f"""cust AS (
     SELECT customer_id,
            count(*) AS frequency,
            sum(order_value) AS monetary,
@@ -165,14 +191,12 @@ cust AS (
                AS spend_prev_90d
     FROM orders GROUP BY customer_id
 ),
-lines AS (
-    SELECT customer_id, count(*) AS n_lines, count(DISTINCT product_id) AS unique_products{line_cols}
-    FROM tx GROUP BY customer_id
-),
-returns AS (
-    {returns_cte}
-){price_cte}
-SELECT c.customer_id,
+"""
+
+
+def _final_select(snap: str, extra_cols: str, price_join: str) -> str:
+    """The output row per customer from the CTEs cust, lines, returns (and price when joined)."""
+    return f"""SELECT c.customer_id,
        {snap} AS snapshot_date,
        CAST(date_diff('day', c.last_date, {snap}) AS DOUBLE) AS recency_days,
        CAST(c.frequency AS DOUBLE) AS frequency,
@@ -213,8 +237,244 @@ def available_optional_features(con: duckdb.DuckDBPyConnection, source_table: st
     return [name for name, fields in OPTIONAL_FEATURES.items() if all(have[f] for f in fields)]
 
 
+# --- compact base tables -------------------------------------------------------------------------
+#
+# `customer_features_sql` above is the definition: it scans every cleaned line up to the snapshot,
+# several seconds per snapshot at 10M lines, and a run asks for ~10 snapshots. The fast path reads
+# small tables built once per data version instead, all at day grain or finer, so filtering them on
+# `order_date <= s` sees exactly the lines dated on or before s (no leakage by construction):
+#
+#   order_days    (customer_id, order_id, order_date, order_value)    ~ one row per order
+#   customer_days (customer_id, order_date, n_lines, n_discount_lines, n_new_products[, n_stores])
+#                 n_new_products: products the customer bought for the first time that day, so their
+#                 sum up to s is count(DISTINCT product_id); n_stores: distinct stores that day, so
+#                 the sum is count(DISTINCT (store_id, order_date))
+#   return_days   (customer_id, order_date, n_return_lines)           cancellations (quarantine)
+#   price_days    (ckey, pkey, order_date, quantity, line_total)      quantity > 0 lines by
+#                 customer x product x day (integer keys: the only table close to line grain)
+#   price_hist    (pkey, unit_price, order_date, n)                   unit-price histogram: the
+#                 median per product up to s is read from it (quantile_cont, as DuckDB's median)
+#   customers / products: the integer keys.   meta: the fingerprint and build id.
+#
+# They live in schema `feature_base` of the warehouse (not in `main`, where every table is an
+# asset), or as TEMP tables on a read-only connection, and are rebuilt when the fingerprint of
+# cleaned_transactions / quarantined_transactions differs from the one they were built from.
+
+BASE_SCHEMA = "feature_base"
+
+
+@dataclass(frozen=True)
+class FeatureBase:
+    prefix: str           # "feature_base." or "temp.main.feature_base_"
+    build_id: str         # new for every build: the in-process cache key
+    optional: tuple       # optional features available in this data version
+    with_returns: bool
+
+
+def _read_only(con) -> bool:
+    return bool(con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
+
+
+def _table_fingerprint(con, table: str):
+    """Cheap identity of a table's content: row count + a digest of its storage layout.
+
+    Checkpointed data is immutable in DuckDB: any change (insert, update, rebuild) writes new
+    segments in blocks not in use by the current version, so the digest of (row group, segment,
+    row counts, min/max stats, block id, offset) changes; deletes change the row count. Data not
+    yet checkpointed (in the WAL / in memory, e.g. right after a small INSERT or UPDATE) has no
+    stable layout: then a hash of every row is added (a scan, as the old fingerprint did always).
+    """
+    if not table_exists(con, table):
+        return None
+    rows = con.execute(
+        "SELECT row_group_id, column_id, column_path, segment_id, start, count, stats, has_updates, persistent, "
+        f"block_id, block_offset FROM pragma_storage_info('{table}') ORDER BY ALL"
+    ).fetchall()
+    n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    content = None
+    if any(r[7] or not r[8] for r in rows):
+        content = con.execute(f"SELECT sum(hash(t)), count(*) FROM {table} AS t").fetchone()
+    return (n, hashlib.sha256(repr(rows).encode()).hexdigest(), content)
+
+
+def data_fingerprint(con) -> str:
+    """Fingerprint of everything the features read (cleaned and quarantined transactions)."""
+    parts = (_table_fingerprint(con, "cleaned_transactions"), _table_fingerprint(con, "quarantined_transactions"))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _base_exists(con, prefix: str) -> bool:
+    """Whether the meta table of the base at `prefix` exists (looked up in the catalog: a missing
+    table must not fall through to a Python replacement scan)."""
+    if prefix.startswith("temp."):
+        where = "database_name = 'temp' AND table_name = 'feature_base_meta'"
+    else:
+        where = f"database_name = current_database() AND schema_name = '{BASE_SCHEMA}' AND table_name = 'meta'"
+    return con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE {where}").fetchone()[0] > 0
+
+
+def _base_prefix(con) -> str:
+    return "temp.main.feature_base_" if _read_only(con) else f"{BASE_SCHEMA}."
+
+
+def _build_statements(p: str, optional, with_returns: bool) -> list:
+    src = "cleaned_transactions"
+    temp = "TEMP " if p.startswith("temp.") else ""
+    stores = "store_visits" in optional
+    stmts = [
+        f"""CREATE OR REPLACE {temp}TABLE {p}order_days AS
+            SELECT customer_id, order_id, order_date, sum(coalesce(line_total, 0)) AS order_value
+            FROM {src} WHERE customer_id IS NOT NULL
+            GROUP BY customer_id, order_id, order_date ORDER BY order_date""",
+        f"""CREATE OR REPLACE {temp}TABLE {p}customer_days AS
+            WITH tx AS (SELECT customer_id, product_id, order_date, discount, store_id
+                        FROM {src} WHERE customer_id IS NOT NULL),
+            firsts AS (
+                SELECT customer_id, order_date, count(*) AS n_new_products
+                FROM (SELECT customer_id, product_id, min(order_date) AS order_date
+                      FROM tx WHERE product_id IS NOT NULL GROUP BY customer_id, product_id)
+                GROUP BY customer_id, order_date
+            ),
+            days AS (
+                SELECT customer_id, order_date, count(*) AS n_lines,
+                       count(*) FILTER (WHERE discount > 0) AS n_discount_lines
+                       {", count(DISTINCT store_id) AS n_stores" if stores else ""}
+                FROM tx GROUP BY customer_id, order_date
+            )
+            SELECT d.*, coalesce(f.n_new_products, 0) AS n_new_products
+            FROM days d LEFT JOIN firsts f
+              ON f.customer_id = d.customer_id AND f.order_date IS NOT DISTINCT FROM d.order_date
+            ORDER BY d.order_date""",
+        f"""CREATE OR REPLACE {temp}TABLE {p}return_days AS
+            SELECT customer_id, order_date, count(*) AS n_return_lines FROM quarantined_transactions
+            WHERE reason = 'cancellation' AND customer_id IS NOT NULL
+            GROUP BY customer_id, order_date ORDER BY order_date"""
+        if with_returns else
+        f"""CREATE OR REPLACE {temp}TABLE {p}return_days AS
+            SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS DATE) AS order_date,
+                   CAST(0 AS BIGINT) AS n_return_lines WHERE false""",
+    ]
+    if "price_index" in optional:
+        stmts += [
+            f"""CREATE OR REPLACE {temp}TABLE {p}customers AS
+                SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) AS INTEGER) AS ckey
+                FROM (SELECT DISTINCT customer_id FROM {src} WHERE customer_id IS NOT NULL)""",
+            f"""CREATE OR REPLACE {temp}TABLE {p}products AS
+                SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) AS INTEGER) AS pkey
+                FROM (SELECT DISTINCT product_id FROM {src} WHERE product_id IS NOT NULL)""",
+            f"""CREATE OR REPLACE {temp}TABLE {p}price_days AS
+                SELECT c.ckey, k.pkey, t.order_date, sum(t.quantity) AS quantity, sum(t.line_total) AS line_total
+                FROM {src} t JOIN {p}customers c ON c.customer_id = t.customer_id
+                JOIN {p}products k ON k.product_id = t.product_id
+                WHERE t.quantity > 0
+                GROUP BY c.ckey, k.pkey, t.order_date ORDER BY t.order_date""",
+            f"""CREATE OR REPLACE {temp}TABLE {p}price_hist AS
+                SELECT k.pkey, t.unit_price, t.order_date, count(*) AS n
+                FROM {src} t JOIN {p}products k ON k.product_id = t.product_id
+                WHERE t.customer_id IS NOT NULL AND t.unit_price > 0
+                GROUP BY k.pkey, t.unit_price, t.order_date ORDER BY t.order_date""",
+        ]
+    return stmts
+
+
+def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
+    """The compact base tables for the current data, (re)built when absent or stale."""
+    if not table_exists(con, "cleaned_transactions"):
+        raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
+    p = _base_prefix(con)
+    fingerprint = data_fingerprint(con)
+    meta_table = p + "meta"
+    row = None
+    if _base_exists(con, p):
+        row = con.execute(f"SELECT fingerprint, build_id, optional, with_returns FROM {meta_table}").fetchone()
+    if row is not None and row[0] == fingerprint:
+        return FeatureBase(p, row[1], tuple(json.loads(row[2])), bool(row[3]))
+    optional = tuple(available_optional_features(con))
+    with_returns = table_exists(con, "quarantined_transactions")
+    build_id = uuid.uuid4().hex
+    if p.startswith(BASE_SCHEMA):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {BASE_SCHEMA}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for stmt in _build_statements(p, optional, with_returns):
+            con.execute(stmt)
+        con.execute(
+            f"CREATE OR REPLACE {'TEMP ' if p.startswith('temp.') else ''}TABLE {meta_table} AS "
+            "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",
+            [fingerprint, build_id, json.dumps(list(optional)), with_returns],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return FeatureBase(p, build_id, optional, with_returns)
+
+
+def fast_features_sql(base: FeatureBase, snapshot_date) -> str:
+    """The same features as `customer_features_sql(snapshot_date, optional=base.optional,
+    with_returns=base.with_returns)`, read from the compact base tables (see above)."""
+    s = _as_date(snapshot_date)
+    snap = f"DATE '{s.isoformat()}'"
+    p = base.prefix
+    line_cols, extra_cols, price_join = _optional_columns(base.optional, {
+        "discount_line_share": "sum(n_discount_lines) / sum(n_lines)",
+        "store_visits": "sum(n_stores)",
+    })
+    price_cte = ""
+    if "price_index" in base.optional:
+        # median = quantile_cont(0.5): the mean of the values at 0-based positions (n-1)//2 and n//2
+        # of the sorted prices; the value at position i is the first price whose running count > i.
+        price_cte = f""",
+hist AS (
+    SELECT pkey, unit_price, sum(n) AS n FROM {p}price_hist WHERE order_date <= {snap} GROUP BY pkey, unit_price
+),
+cum AS (
+    SELECT pkey, unit_price,
+           sum(n) OVER (PARTITION BY pkey ORDER BY unit_price ROWS UNBOUNDED PRECEDING) AS running,
+           sum(n) OVER (PARTITION BY pkey) AS total
+    FROM hist
+),
+product_price AS (
+    SELECT pkey, lo + (hi - lo) * 0.5 AS median_price
+    FROM (SELECT pkey,
+                 min(unit_price) FILTER (WHERE running > (total - 1) // 2) AS lo,
+                 min(unit_price) FILTER (WHERE running > total // 2) AS hi
+          FROM cum GROUP BY pkey)
+),
+price_by_key AS (
+    SELECT d.ckey, sum(d.line_total) / nullif(sum(d.quantity * pp.median_price), 0) AS price_index
+    FROM {p}price_days d JOIN product_price pp ON pp.pkey = d.pkey
+    WHERE d.order_date <= {snap}
+    GROUP BY d.ckey
+),
+price AS (
+    SELECT k.customer_id, b.price_index FROM price_by_key b JOIN {p}customers k ON k.ckey = b.ckey
+)"""
+    return f"""
+WITH orders AS (
+    SELECT customer_id, order_id, min(order_date) AS order_date, sum(order_value) AS order_value
+    FROM {p}order_days WHERE order_date <= {snap} GROUP BY customer_id, order_id
+),
+{_cust_cte(snap)}lines AS (
+    SELECT customer_id, sum(n_lines) AS n_lines, sum(n_new_products) AS unique_products{line_cols}
+    FROM {p}customer_days WHERE order_date <= {snap} GROUP BY customer_id
+),
+returns AS (
+    SELECT customer_id, sum(n_return_lines) AS n_return_lines
+    FROM {p}return_days WHERE order_date <= {snap} GROUP BY customer_id
+){price_cte}
+{_final_select(snap, extra_cols, price_join)}"""
+
+
 def features_query(con: duckdb.DuckDBPyConnection, snapshot_date) -> str:
-    """`customer_features_sql` with the optional features and return rate this warehouse supports."""
+    """The features at `snapshot_date` for this warehouse (its optional features and return rate),
+    as a SELECT over the compact base tables, which this builds first when absent or stale."""
+    return fast_features_sql(ensure_feature_base(con), snapshot_date)
+
+
+def reference_features_query(con: duckdb.DuckDBPyConnection, snapshot_date) -> str:
+    """`customer_features_sql` (the definition, scanning every line) with this warehouse's options."""
     if not table_exists(con, "cleaned_transactions"):
         raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
     return customer_features_sql(
@@ -229,10 +489,11 @@ def compute_customer_features(con: duckdb.DuckDBPyConnection, snapshot_date) -> 
 
     Columns: customer_id, snapshot_date, FEATURE_COLUMNS, then available optional features.
     Results are cached in-process (see `_cache_key`): churn, LTV, drift and scoring ask for the same
-    snapshots of the same data within one run, and each query scans every transaction line.
+    snapshots of the same data within one run.
     """
-    query = features_query(con, snapshot_date)
-    key = _cache_key(con, query)
+    base = ensure_feature_base(con)
+    query = fast_features_sql(base, snapshot_date)
+    key = _cache_key(con, base, query)
     if key is not None and key in _FEATURE_CACHE:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key].copy()
@@ -248,21 +509,14 @@ _FEATURE_CACHE: "OrderedDict" = OrderedDict()
 _FEATURE_CACHE_SIZE = 16
 
 
-def _cache_key(con: duckdb.DuckDBPyConnection, query: str):
-    """(database file, fingerprint of the input tables, query), or None when not cacheable.
+def _cache_key(con: duckdb.DuckDBPyConnection, base: FeatureBase, query: str):
+    """(database file, build id of the base tables, query), or None when not cacheable.
 
-    The fingerprint (row count, money total and latest date of cleaned_transactions, row count of
-    quarantined_transactions) changes whenever the data does, at the cost of one cheap scan."""
+    The build id is new whenever the base tables are rebuilt, i.e. whenever the data fingerprint
+    (`data_fingerprint`, checked by `ensure_feature_base` on every call) changed."""
     path = con.execute(
         "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone()[0]
     if not path:  # in-memory databases are not cached
         return None
-    fingerprint = con.execute(
-        "SELECT count(*), sum(line_total), max(order_datetime) FROM cleaned_transactions"
-    ).fetchone()
-    quarantined = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantined_transactions'"
-    ).fetchone()[0]
-    q_rows = con.execute("SELECT count(*) FROM quarantined_transactions").fetchone()[0] if quarantined else None
-    return (path, fingerprint, q_rows, query)
+    return (path, base.build_id, query)

@@ -15,7 +15,8 @@ def test_cache_hit_and_invalidation_on_changed_data(tmp_path):
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
     write_cleaned(con, ROWS)
     first = f.compute_customer_features(con, "2011-03-01")
-    assert f._cache_key(con, f.features_query(con, "2011-03-01")) in f._FEATURE_CACHE
+    base = f.ensure_feature_base(con)
+    assert f._cache_key(con, base, f.fast_features_sql(base, "2011-03-01")) in f._FEATURE_CACHE
     again = f.compute_customer_features(con, "2011-03-01")
     assert again.equals(first)
     # a change to the data (same row count) must not be answered from the cache
@@ -27,4 +28,4 @@ def test_cache_hit_and_invalidation_on_changed_data(tmp_path):
 def test_in_memory_databases_are_not_cached():
     con = duckdb.connect()
     write_cleaned(con, ROWS)
-    assert f._cache_key(con, "SELECT 1") is None
+    assert f._cache_key(con, f.ensure_feature_base(con), "SELECT 1") is None
