@@ -156,6 +156,8 @@ def _fit_one(model: str, penalizer: float, data: pd.DataFrame) -> tuple[FitAttem
             fitter = getattr(lifetimes, model)(penalizer_coef=penalizer)
             if model == "GammaGammaFitter":
                 fitter.fit(data["frequency"], data["monetary_value"])
+            elif model == "ParetoNBDFitter":
+                fitter.fit(**pareto_fit_arguments(data))
             else:
                 fitter.fit(data["frequency"], data["recency"], data["T"])
         params = {k: float(fitter.params_[k]) for k in PARAM_NAMES[model]}
@@ -182,6 +184,26 @@ def _fit_one(model: str, penalizer: float, data: pd.DataFrame) -> tuple[FitAttem
         fitter = None
     attempt.seconds = round(time.perf_counter() - t0, 3)
     return attempt, fitter
+
+
+def pareto_fit_arguments(data: pd.DataFrame) -> dict:
+    """ParetoNBDFitter.fit arguments: one row per distinct (frequency, recency, T) with its count as
+    weight, and a fixed start.
+
+    - weights: customers with the same history have the same likelihood term, so the weighted
+      fit is the same likelihood (lifetimes divides it by the mean weight, a constant factor that
+      Nelder-Mead's moves do not depend on) over ~half the rows (10,000 Online Retail customers
+      have ~5,000-6,000 distinct histories; each of ~260 likelihood evaluations calls hyp2f1 twice
+      per row). Measured: same parameters to 4 digits, 2-2.7x less CPU.
+    - initial_params: lifetimes otherwise starts Nelder-Mead at a random N(1, 0.05) point from
+      the global numpy state, so the same data gave different parameters run after run; 1.0 is
+      the mean of that draw.
+    """
+    g = data.groupby(["frequency", "recency", "T"], sort=True).size().reset_index(name="weight")
+    return {
+        "frequency": g["frequency"], "recency": g["recency"], "T": g["T"],
+        "weights": g["weight"].to_numpy(), "initial_params": np.ones(4),
+    }
 
 
 def _sanity_predictions(model: str, params: dict, data: pd.DataFrame) -> Optional[str]:

@@ -1,6 +1,7 @@
 """Population parameters are fit on a bounded, fixed sample of customers at scale."""
 
 import numpy as np
+import pytest
 
 from customer_assets.ltv import clv
 
@@ -17,3 +18,33 @@ def test_ladder_fits_on_a_fixed_bounded_sample(monkeypatch):
     second = clv.fit_ladder(data, ladder)
     assert first.attempts[0].n_customers == 300
     assert first.best.params == second.best.params  # the same sample every time
+
+
+def _pareto_customers(n=800, seed=3):
+    from lifetimes.generate_data import pareto_nbd_model
+
+    np.random.seed(seed)
+    data = pareto_nbd_model(39, 0.55, 10.58, 0.61, 11.67, size=n)  # CDNOW's published Pareto/NBD
+    data = data.reset_index().rename(columns={"index": "customer_id"})[["customer_id", "frequency", "recency", "T"]]
+    data["T"] = data["T"].round()  # whole weeks, so histories repeat as they do with daily data
+    data["recency"] = np.minimum(data["recency"].round(), data["T"])
+    return data
+
+
+def test_pareto_fit_is_deterministic_and_weighting_keeps_the_fit():
+    import lifetimes
+
+    data = _pareto_customers()
+    args = clv.pareto_fit_arguments(data)
+    assert args["weights"].sum() == len(data)
+    assert len(args["frequency"]) < len(data)  # repeated histories are one weighted row
+    ladder = (("ParetoNBDFitter", 0.0),)
+    np.random.seed(0)
+    first = clv.fit_ladder(data, ladder).attempts[0]
+    np.random.seed(123)  # lifetimes' own start is drawn from the global numpy state
+    second = clv.fit_ladder(data, ladder).attempts[0]
+    assert first.params == second.params
+    with np.errstate(all="ignore"):
+        plain = lifetimes.ParetoNBDFitter().fit(data["frequency"], data["recency"], data["T"], initial_params=np.ones(4))
+    for k in ("r", "alpha", "s", "beta"):
+        assert first.params[k] == pytest.approx(plain.params_[k], rel=1e-3), k
