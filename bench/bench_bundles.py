@@ -5,7 +5,7 @@
 2. a fresh child process runs the stage's plain functions on that file, exactly as the assets do:
    synthetic inventory for the replica -> dead_stock (inventory method) -> association_rules at the
    default settings -> bundle_recommendations, then reports its own peak RSS
-   (getrusage ru_maxrss and /proc/self/status VmHWM: Python, pandas, mlxtend and DuckDB together).
+   (getrusage ru_maxrss and /proc/self/status VmHWM: Python, pandas, scipy and DuckDB together).
 
     .venv/bin/python -m bench.bench_bundles [--n 20] [--keep DIR] [--min-support 0.01]
 """
@@ -135,8 +135,9 @@ def main(argv=None) -> None:
     print(f"Online Retail x{args.n}: {res['lines']:,} cleaned lines, {res['orders']:,} orders")
     print(f"  dead_stock      {res['dead_stock_s']:7.1f} s  {res['dead_stock_products']:,} dead-stock products")
     print(f"  rules           {res['rules_s']:7.1f} s  {res['rules']:,} rules; {m['n_items_frequent']} of "
-          f"{m['n_items_total']} items reach min support ({m['min_count']:,} orders); matrix "
-          f"{m['n_matrix_rows']:,} x {m['n_items_frequent']} ({m['matrix_format']}, {m['n_matrix_nonzeros']:,} true)")
+          f"{m['n_items_total']} items reach min support ({m['min_count']:,} orders); "
+          f"{m['n_matrix_rows']:,} orders with 2+ of them ({m['n_matrix_nonzeros']:,} memberships) in "
+          f"{m['n_distinct_baskets']:,} distinct baskets")
     print(f"  recommendations {res['recommendations_s']:7.1f} s  {res['recommendations']:,} rows")
     print(f"  child process wall {wall:.1f} s (incl. imports)")
     peak = max(res["peak_rss_mb"], res["vm_hwm_mb"])

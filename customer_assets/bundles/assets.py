@@ -111,9 +111,10 @@ def _rules_plot(rules: pd.DataFrame) -> str:
     kinds={"duckdb", "mlxtend"},
     pool="duckdb",
     deps=["cleaned_transactions"],
-    description="Association rules from Apriori (mlxtend) over order baskets built in DuckDB: antecedents, "
-    "consequents (+ names), support, confidence, lift, leverage, conviction, order counts; country "
-    "'ALL' plus one run per large country when rules_per_country.",
+    description="Association rules from Apriori with exact order counts over every basket (baskets built "
+    "in DuckDB, identical baskets counted once with their number of orders; mlxtend enumerates the rules): "
+    "antecedents, consequents (+ names), support, confidence, lift, leverage, conviction, order counts; "
+    "country 'ALL' plus one run per large country when rules_per_country.",
 )
 def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:

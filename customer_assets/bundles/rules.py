@@ -1,25 +1,29 @@
-"""Association rules over order baskets: DuckDB builds the baskets, mlxtend's Apriori mines them.
+"""Association rules over order baskets: exact Apriori counts from DuckDB baskets, mlxtend's rule enumeration.
 
-Why it scales (Online Retail x20: ~10.8M lines, ~518k orders, see docs/bundles.md):
-1. Baskets are built in DuckDB (DISTINCT order_id, product_id) into a temp table; nothing
-   transaction-level is pulled into pandas.
-2. Items are filtered in SQL to those whose order count can reach min support
-   (`count >= ceil(min_support * n_orders)`). No other item can be in a frequent itemset.
-3. Orders are filtered in SQL to those holding >= 2 of those items: only they can contain an
-   itemset of length >= 2. Single-item counts come from SQL over *all* orders, so every support
-   is still relative to every order (exact, not sampled).
-4. The remaining (order, item) pairs are handed to `mlxtend.frequent_patterns.apriori` as a boolean
-   matrix (dense `bool` when small, a pandas sparse frame otherwise) with `low_memory=True`
-   (mlxtend's default mode materialises an orders x candidate-pairs array: 16k x 196k bools at 1x).
-   Because mlxtend divides by its own row count, the matrix min support is rescaled to the same
-   integer count threshold (`(min_count - 0.5) / n_rows`), and the supports are rescaled back.
+Why it scales (Online Retail x20: 7.8M cleaned lines, 368k orders, see docs/bundles.md):
+1. One cheap pass per product in DuckDB (line counts): a product's line count is >= its order count,
+   so only products with at least `min_count = ceil(min_support * n_orders)` lines can be frequent.
+2. One pass over cleaned_transactions in DuckDB, grouped by order only: each order's basket of those
+   candidate products as a bitset (`bit_or` of one 64-bit word per 64 products, so a product twice on
+   one order counts once), then identical baskets are grouped and counted. Nothing transaction-level
+   leaves DuckDB: Python gets one row per distinct basket with its number of orders (weight).
+3. Exact order counts per product are the weighted bit counts; frequent items are those >= min_count.
+4. Apriori level by level on the weighted baskets (vertical layout): all pairs of frequent items are
+   counted at once (a sparse X^T W X), then for k >= 3 the Apriori candidates (two frequent
+   (k-1)-itemsets sharing their first k-2 items, every (k-1)-subset frequent) are counted by
+   intersecting the item's basket lists. Every count is an exact number of orders over all orders
+   (no sampling), so support = count / n_orders exactly.
+5. mlxtend's `association_rules` enumerates the rules; the metrics are recomputed from the exact
+   integer order counts and filtered.
+The work after step 2 depends on the number of distinct baskets, not on the number of orders.
 """
 
 from __future__ import annotations
 
 import math
-import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Optional
 
 import duckdb
@@ -29,10 +33,9 @@ import scipy.sparse as sp
 
 from customer_assets.bundles.tables import empty_sql, write_typed
 
-# Use a dense bool matrix when it is at most this many cells (bytes, so <= 1 GB); else a sparse frame
-# (mlxtend's low-memory mode densifies each candidate group anyway: on Online Retail x20 at min_support
-# 0.005 sparse took 490 s / 1.2 GB peak, dense 93 s / 1.1 GB peak).
-DENSE_CELL_LIMIT = 1_000_000_000
+# Distinct baskets are decoded from their bitsets this many at a time (bounds the bool block in memory:
+# 100k baskets x 635 candidate items = 64 MB at min_support 0.01).
+DECODE_CHUNK_ROWS = 100_000
 
 RULE_COLUMNS = {
     "country": "VARCHAR",
@@ -65,9 +68,9 @@ class MiningStats:
     min_count: int = 0
     n_items_total: int = 0
     n_items_frequent: int = 0
-    n_matrix_rows: int = 0
-    n_matrix_nonzeros: int = 0
-    matrix_format: str = ""
+    n_matrix_rows: int = 0  # orders holding 2+ frequent items (the only ones that can hold an itemset of 2+)
+    n_matrix_nonzeros: int = 0  # (order, frequent item) memberships of those orders
+    n_distinct_baskets: int = 0  # distinct baskets of 2+ frequent items among them (what Apriori counts on)
     n_itemsets: int = 0
     n_rules: int = 0
     note: str = ""
@@ -99,20 +102,123 @@ def _validate(min_support: float, min_confidence: float, min_lift: float, max_le
         raise ValueError(f"max_itemset_len must be >= 2 (a rule needs two items), got {max_len}")
 
 
-def product_names(con: duckdb.DuckDBPyConnection, as_of=None) -> dict:
-    """product_id -> its most frequent product_name (descriptions vary between lines)."""
+def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) -> dict:
+    """product_id -> its most frequent product_name (descriptions vary between lines).
+
+    `product_ids`: only these products (the scan still reads every line, but aggregates only theirs)."""
     where = "AND order_date <= ?" if as_of is not None else ""
-    rows = con.execute(
-        f"""
-        SELECT product_id, arg_max(product_name, n) FROM (
-            SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
-            WHERE product_id IS NOT NULL AND product_name IS NOT NULL {where}
-            GROUP BY ALL)
-        GROUP BY product_id
-        """,
-        [as_of] if as_of is not None else [],
-    ).fetchall()
+    params = [as_of] if as_of is not None else []
+    only = ""
+    if product_ids is not None:
+        ids = sorted({str(p) for p in product_ids})
+        if not ids:
+            return {}
+        only = "AND product_id IN (SELECT product_id FROM __bundle_name_ids)"
+        con.register("__bundle_name_ids", pd.DataFrame({"product_id": pd.Series(ids, dtype="string")}))
+    try:
+        rows = con.execute(
+            f"""
+            SELECT product_id, arg_max(product_name, n) FROM (
+                SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
+                WHERE product_id IS NOT NULL AND product_name IS NOT NULL {where} {only}
+                GROUP BY ALL)
+            GROUP BY product_id
+            """,
+            params,
+        ).fetchall()
+    finally:
+        if only:
+            con.unregister("__bundle_name_ids")
     return dict(rows)
+
+
+def _basket_bitsets(con, where: str, params: list, candidates: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct baskets of the candidate products (one row per distinct set, any size >= 1) and how many
+    orders hold exactly that set: (words uint64 [baskets x ceil(k/64)], orders int64 [baskets]).
+
+    Grouped by order in DuckDB with bit_or (a product twice on one order sets its bit once), then by
+    basket: only orders holding a candidate product appear."""
+    k = len(candidates)
+    n_words = (k + 63) // 64
+    col = np.arange(k)
+    cand = pd.DataFrame({
+        "product_id": pd.Series(candidates, dtype="string"),
+        "word": (col // 64).astype(np.int32),
+        "bit": np.left_shift(np.uint64(1), (col % 64).astype(np.uint64)),
+    })
+    per_word = ", ".join(f"bit_or(c.bit) FILTER (WHERE c.word = {j}) AS w{j}" for j in range(n_words))
+    words = ", ".join(f"coalesce(w{j}, 0::UBIGINT) AS w{j}" for j in range(n_words))
+    con.register("__bundle_candidates", cand)
+    try:
+        got = con.execute(
+            f"""
+            SELECT {words}, count(*) AS orders FROM (
+                SELECT {per_word}
+                FROM cleaned_transactions t JOIN __bundle_candidates c USING (product_id)
+                WHERE {where}
+                GROUP BY t.order_id)
+            GROUP BY ALL
+            """,
+            params,
+        ).fetchnumpy()
+    finally:
+        con.unregister("__bundle_candidates")
+    bits = np.column_stack([np.asarray(got[f"w{j}"], dtype=np.uint64) for j in range(n_words)])
+    return bits, np.asarray(got["orders"], dtype=np.int64)
+
+
+def _bitsets_to_csr(bits: np.ndarray, k: int) -> sp.csr_matrix:
+    """[baskets x words] uint64 bitsets -> baskets x k 0/1 CSR (int64), decoded in bounded chunks."""
+    rows, cols = [], []
+    for start in range(0, len(bits), DECODE_CHUNK_ROWS):
+        block = np.ascontiguousarray(bits[start:start + DECODE_CHUNK_ROWS]).astype("<u8", copy=False)
+        dense = np.unpackbits(block.view(np.uint8), axis=1, bitorder="little")[:, :k]
+        r, c = np.nonzero(dense)
+        rows.append(r + start)
+        cols.append(c)
+    r = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.array([], dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(r), dtype=np.int64), (r, c)), shape=(len(bits), k))
+
+
+def _frequent_itemsets(x: sp.csr_matrix, weight: np.ndarray, min_count: int, max_len: int) -> dict:
+    """Apriori with exact weighted counts: {sorted tuple of columns: number of orders} for every itemset
+    of 2..max_len frequent items held by >= min_count orders. `x`: distinct baskets x frequent items
+    (0/1), `weight`: orders per basket."""
+    found: dict = {}
+    # k = 2: every pair at once, C = X^T W X (integer sparse product: exact)
+    pair_counts = sp.triu((x.T @ x.multiply(weight[:, None]).tocsr()).tocsr(), k=1).tocoo()
+    keep = pair_counts.data >= min_count
+    level = {(int(a), int(b)): int(n) for a, b, n in
+             zip(pair_counts.row[keep], pair_counts.col[keep], pair_counts.data[keep])}
+    found.update(level)
+    if max_len < 3 or not level:
+        return found
+    csc = x.tocsc()
+    baskets_of = [csc.indices[csc.indptr[c]:csc.indptr[c + 1]] for c in range(x.shape[1])]
+    size = 2
+    while level and size < max_len:
+        # Apriori candidates: S + (b,) for frequent S = P + (a,) and P + (b,), a < b, every size-subset frequent
+        by_prefix = defaultdict(list)
+        for s in sorted(level):
+            by_prefix[s[:-1]].append(s[-1])
+        nxt = {}
+        for s in sorted(level):
+            exts = [b for b in by_prefix[s[:-1]] if b > s[-1]
+                    and all(sub in level for sub in combinations(s + (b,), size))]
+            if not exts:
+                continue
+            rows = baskets_of[s[0]]
+            for c in s[1:]:
+                rows = np.intersect1d(rows, baskets_of[c], assume_unique=True)
+            counts = weight[rows] @ x[rows][:, exts]
+            for b, n in zip(exts, np.asarray(counts).ravel()):
+                if n >= min_count:
+                    nxt[s + (b,)] = int(n)
+        found.update(nxt)
+        level = nxt
+        size += 1
+    return found
 
 
 def mine_rules(
@@ -130,94 +236,78 @@ def mine_rules(
 
     An itemset needs min_support of the orders and at least `min_orders` orders (the floor matters
     for small per-country runs: 1% of 379 French orders would be 4 orders).
+    `names`: product_id -> name for the rules' labels (looked up in the data for the rules' products when None).
     Returns (rules, stats); rules has RULE_COLUMNS and is empty when nothing passes.
     """
-    from mlxtend.frequent_patterns import apriori, association_rules
+    from mlxtend.frequent_patterns import association_rules
 
     _validate(min_support, min_confidence, min_lift, max_len)
     stats = MiningStats(country=country or ALL_COUNTRIES)
-    tmp = f"__bundle_baskets_{uuid.uuid4().hex[:8]}"
-    filters, params = ["order_id IS NOT NULL", "product_id IS NOT NULL"], []
+    filters, params = ["t.order_id IS NOT NULL", "t.product_id IS NOT NULL"], []
     if as_of is not None:
-        filters.append("order_date <= ?")
+        filters.append("t.order_date <= ?")
         params.append(as_of)
     if country is not None:
-        filters.append("country = ?")
+        filters.append("t.country = ?")
         params.append(country)
-    con.execute(
-        f"CREATE TEMP TABLE {tmp} AS SELECT DISTINCT order_id, product_id "
-        f"FROM cleaned_transactions WHERE {' AND '.join(filters)}",
+    where = " AND ".join(filters)
+    stats.n_orders = con.execute(
+        f"SELECT count(DISTINCT order_id) FROM cleaned_transactions t WHERE {where}", params).fetchone()[0]
+    if stats.n_orders == 0:
+        stats.note = "no orders with a product_id"
+        return empty_rules_frame(), stats
+    # The smallest order count that reaches min_support (tolerant to float noise: 0.01*300=3.0000000000000004).
+    stats.min_count = max(1, int(min_orders), math.ceil(min_support * stats.n_orders - 1e-9))
+    # A product's line count bounds its order count from above: products below min_count lines cannot be frequent.
+    lines = con.execute(
+        f"SELECT product_id, count(*) AS n FROM cleaned_transactions t WHERE {where} "
+        f"GROUP BY product_id ORDER BY product_id",
         params,
-    )
-    try:
-        stats.n_orders, stats.n_items_total = con.execute(
-            f"SELECT count(DISTINCT order_id), count(DISTINCT product_id) FROM {tmp}"
-        ).fetchone()
-        if stats.n_orders == 0:
-            stats.note = "no orders with a product_id"
-            return empty_rules_frame(), stats
-        # The smallest order count that reaches min_support (tolerant to float noise: 0.01*300=3.0000000000000004).
-        stats.min_count = max(1, int(min_orders), math.ceil(min_support * stats.n_orders - 1e-9))
-        items = con.execute(
-            f"SELECT product_id, count(*) AS n FROM {tmp} GROUP BY product_id "
-            f"HAVING count(*) >= ? ORDER BY product_id",
-            [stats.min_count],
-        ).df()
-        stats.n_items_frequent = len(items)
-        if len(items) < 2:
-            stats.note = (f"{len(items)} item(s) reach min_support={min_support} "
-                          f"(>= {stats.min_count} orders): no itemset of 2")
-            return empty_rules_frame(), stats
-        item_ids = items["product_id"].astype(str).tolist()
-        item_counts = dict(zip(item_ids, items["n"].astype(int)))
-        con.register("__bundle_items", items.assign(col=np.arange(len(items), dtype=np.int32)))
-        try:
-            pairs = con.execute(
-                f"""
-                WITH fb AS (
-                    SELECT b.order_id, i.col FROM {tmp} b JOIN __bundle_items i USING (product_id)),
-                multi AS (
-                    SELECT order_id, (row_number() OVER (ORDER BY order_id) - 1)::INTEGER AS r
-                    FROM fb GROUP BY order_id HAVING count(*) >= 2)
-                SELECT m.r, fb.col FROM fb JOIN multi m USING (order_id)
-                """
-            ).fetchnumpy()
-        finally:
-            con.unregister("__bundle_items")
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {tmp}")
-
-    rows, cols = np.asarray(pairs["r"], dtype=np.int32), np.asarray(pairs["col"], dtype=np.int32)
-    del pairs
-    n_rows = int(rows.max()) + 1 if len(rows) else 0
-    stats.n_matrix_rows, stats.n_matrix_nonzeros = n_rows, int(len(rows))
-    if n_rows < stats.min_count:
-        stats.note = f"only {n_rows} orders hold 2+ frequent items (< {stats.min_count} needed)"
+    ).fetchnumpy()
+    stats.n_items_total = len(lines["product_id"])
+    candidates = [str(p) for p, n in zip(lines["product_id"], lines["n"]) if n >= stats.min_count]
+    item_ids, item_counts = [], {}
+    if candidates:
+        bits, weight = _basket_bitsets(con, where, params, candidates)
+        x = _bitsets_to_csr(bits, len(candidates))
+        del bits
+        counts = np.asarray(weight @ x).ravel()  # exact order count per candidate product
+        frequent_cols = np.flatnonzero(counts >= stats.min_count)
+        item_ids = [candidates[c] for c in frequent_cols]
+        item_counts = {candidates[c]: int(counts[c]) for c in frequent_cols}
+    stats.n_items_frequent = len(item_ids)
+    if len(item_ids) < 2:
+        stats.note = (f"{len(item_ids)} item(s) reach min_support={min_support} "
+                      f"(>= {stats.min_count} orders): no itemset of 2")
         return empty_rules_frame(), stats
 
-    matrix = sp.csc_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(n_rows, len(item_ids)))
-    del rows, cols
-    if n_rows * len(item_ids) <= DENSE_CELL_LIMIT:
-        stats.matrix_format = "dense bool"
-        onehot = pd.DataFrame(matrix.toarray().astype(bool), columns=item_ids, copy=False)
-    else:
-        stats.matrix_format = "sparse bool"
-        onehot = pd.DataFrame.sparse.from_spmatrix(matrix, columns=item_ids).astype(pd.SparseDtype(bool, False))
-    del matrix
-    # Same integer threshold on the reduced matrix: count >= min_count  <=>  count/n_rows >= (min_count-0.5)/n_rows.
-    matrix_support = (stats.min_count - 0.5) / n_rows
-    frequent = apriori(onehot, min_support=matrix_support, use_colnames=True, max_len=max_len, low_memory=True)
-    del onehot
-    # Exact order counts; singletons from SQL over all orders (the matrix only has multi-item orders).
-    counts = np.rint(frequent["support"].to_numpy() * n_rows).astype(np.int64)
-    frequent["count"] = counts
-    single = frequent["itemsets"].map(len) == 1
-    frequent.loc[single, "count"] = [item_counts[next(iter(s))] for s in frequent.loc[single, "itemsets"]]
-    frequent["support"] = frequent["count"] / stats.n_orders
-    stats.n_itemsets = int((~single).sum())
+    # Only baskets holding 2+ frequent items can hold an itemset of 2+.
+    x = x[:, frequent_cols].tocsr()
+    sizes = np.diff(x.indptr)
+    multi = sizes >= 2
+    x, weight, sizes = x[multi], weight[multi], sizes[multi]
+    stats.n_matrix_rows = int(weight.sum())
+    stats.n_matrix_nonzeros = int((weight * sizes).sum())
+    stats.n_distinct_baskets = int(x.shape[0])
+    if stats.n_matrix_rows < stats.min_count:
+        stats.note = f"only {stats.n_matrix_rows} orders hold 2+ frequent items (< {stats.min_count} needed)"
+        return empty_rules_frame(), stats
+
+    itemsets = _frequent_itemsets(x, weight, stats.min_count, max_len)
+    del x
+    stats.n_itemsets = len(itemsets)
     if stats.n_itemsets == 0:
         stats.note = "no itemset of 2+ items reaches min_support"
         return empty_rules_frame(), stats
+    # Single items in column (product_id) order, then each size in lexicographic column order: the order
+    # mlxtend's apriori returned them in, so the rules come out in the same order as before.
+    ordered = [((item_ids[c],), item_counts[item_ids[c]]) for c in range(len(item_ids))]
+    ordered += [(tuple(item_ids[c] for c in s), n) for s, n in sorted(itemsets.items(), key=lambda kv: (len(kv[0]), kv[0]))]
+    frequent = pd.DataFrame({
+        "itemsets": [frozenset(s) for s, _ in ordered],
+        "count": np.array([n for _, n in ordered], dtype=np.int64),
+    })
+    frequent["support"] = frequent["count"] / stats.n_orders
 
     count_of = dict(zip(frequent["itemsets"], frequent["count"]))
     # mlxtend enumerates the rules (a little below min_confidence: its float supports carry rounding
@@ -241,7 +331,8 @@ def mine_rules(
     if rules.empty:
         stats.note = "itemsets found, but no rule passes min_confidence and min_lift"
         return empty_rules_frame(), stats
-    names = names if names is not None else product_names(con, as_of)
+    if names is None:
+        names = product_names(con, as_of, set().union(*rules["antecedents"], *rules["consequents"]))
 
     def ids(s):
         return sorted(str(i) for i in s)
@@ -300,13 +391,12 @@ def build_rules(
     min_orders: int = 1,
 ) -> RulesResult:
     """All-countries rules, plus one run per country with enough orders when `per_country`."""
-    names = product_names(con, as_of)
     frames, stats = [], []
     scopes: list[Optional[str]] = [None]
     if per_country:
         scopes += countries_for_rules(con, country_min_orders, as_of)
     for scope in scopes:
-        df, st = mine_rules(con, min_support, min_confidence, min_lift, max_len, scope, as_of, names, min_orders)
+        df, st = mine_rules(con, min_support, min_confidence, min_lift, max_len, scope, as_of, None, min_orders)
         stats.append(st)
         if not df.empty:
             frames.append(df)

@@ -1,8 +1,12 @@
 """Association rules on hand-made baskets with support, confidence and lift computed by hand."""
 
 import math
+from collections import Counter
+from itertools import combinations
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 
 from customer_assets.bundles import rules as R
@@ -90,15 +94,75 @@ def test_triples_and_max_len(con):
         R.mine_rules(con, 0.25, 0.05, 0.0, 1)
 
 
-def test_sparse_and_dense_matrix_give_the_same_rules(baskets_con, monkeypatch):
-    dense, st_d = R.mine_rules(baskets_con, 0.2, 0.05, 0.0, 3)
-    monkeypatch.setattr(R, "DENSE_CELL_LIMIT", 0)
-    sparse, st_s = R.mine_rules(baskets_con, 0.2, 0.05, 0.0, 3)
-    assert (st_d.matrix_format, st_s.matrix_format) == ("dense bool", "sparse bool")
-    # the matrix holds only frequent items and only orders with 2+ of them: o1..o4 (A,B / A,C)
-    assert st_s.n_matrix_rows == 4 and st_s.n_matrix_nonzeros == 8
+def test_mining_sees_only_multi_item_baskets_of_frequent_items(baskets_con, monkeypatch):
+    df, st = R.mine_rules(baskets_con, 0.2, 0.05, 0.0, 3)
+    # only orders with 2+ frequent items (A B C D) can hold a pair: o1..o4 (A,B three times, A,C once)
+    assert st.n_matrix_rows == 4 and st.n_matrix_nonzeros == 8 and st.n_distinct_baskets == 2
+    monkeypatch.setattr(R, "DECODE_CHUNK_ROWS", 1)  # bitsets decoded one basket at a time: same rules
+    chunked, st_c = R.mine_rules(baskets_con, 0.2, 0.05, 0.0, 3)
     cols = ["support", "confidence", "lift", "both_orders"]
-    assert dense[cols].equals(sparse[cols])
+    assert df[cols].equals(chunked[cols]) and vars(st) == vars(st_c)
+
+
+def random_baskets(seed=7, n_orders=400, n_items=150):
+    """Skewed item popularity plus a few item groups bought together (so triples and quadruples are
+    frequent); > 64 frequent items so the baskets' bitsets span several 64-bit words; some lines doubled."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.7
+    pop /= pop.sum()
+    groups = [[f"P{i:03d}" for i in g] for g in ([3, 70, 71], [5, 90, 91, 92], [100, 101], [2, 3, 4])]
+    baskets = {}
+    for o in range(n_orders):
+        items = [f"P{i:03d}" for i in rng.choice(n_items, size=int(rng.integers(1, 12)), p=pop)]
+        for g in groups:
+            if rng.random() < 0.15:
+                items += g
+        if rng.random() < 0.1:
+            items += items[:2]  # the same product twice on one order
+        baskets[f"o{o}"] = items
+    return baskets
+
+
+def brute_force_counts(baskets, max_len):
+    """Order count of every itemset of 1..max_len items, by plain enumeration."""
+    counts = Counter()
+    for items in baskets.values():
+        distinct = sorted(set(items))
+        for k in range(1, max_len + 1):
+            counts.update(frozenset(c) for c in combinations(distinct, k))
+    return counts
+
+
+@pytest.mark.parametrize("max_len", [2, 3, 4])
+def test_rules_equal_brute_force_and_mlxtend_apriori(con, max_len):
+    baskets = random_baskets()
+    rows = rows_from(baskets)
+    for r in rows:
+        r["order_datetime"] = "2021-01-01 10:00"
+    write_cleaned(con, rows)
+    df, st = R.mine_rules(con, min_support=0.03, min_confidence=0.05, min_lift=0.0, max_len=max_len)
+    n = len(baskets)
+    min_count = math.ceil(0.03 * n)
+    assert st.n_orders == n and st.min_count == min_count and st.n_items_frequent > 64
+    counts = brute_force_counts(baskets, max_len)
+    frequent = {s: k for s, k in counts.items() if k >= min_count}
+    # every rule's counts are exact ...
+    for r in df.itertuples():
+        a, c = frozenset(r.antecedents), frozenset(r.consequents)
+        assert (r.antecedent_orders, r.consequent_orders, r.both_orders) == (counts[a], counts[c], counts[a | c])
+        assert r.support == counts[a | c] / n and r.lift == pytest.approx(counts[a | c] * n / (counts[a] * counts[c]))
+    # ... and every frequent itemset of 2+ items gives all its rules (min_lift 0, min_confidence 0.05)
+    expected = {(a, s - a) for s in frequent if len(s) >= 2 for k in range(1, len(s))
+                for a in map(frozenset, combinations(sorted(s), k)) if frequent[s] / frequent[a] >= 0.05}
+    got = {(frozenset(r.antecedents), frozenset(r.consequents)) for r in df.itertuples()}
+    assert got == expected and st.n_itemsets == sum(len(s) >= 2 for s in frequent)
+    assert max(len(s) for s in frequent) == max_len  # the data does reach max_len
+    # the same itemsets as mlxtend's apriori on the full one-hot matrix (the miner used before)
+    from mlxtend.frequent_patterns import apriori
+    items = sorted({p for b in baskets.values() for p in b})
+    onehot = pd.DataFrame([[p in set(b) for p in items] for b in baskets.values()], columns=items)
+    ref = apriori(onehot, min_support=(min_count - 0.5) / n, use_colnames=True, max_len=max_len)
+    assert {s for s in ref["itemsets"] if len(s) >= 2} == {s for s in frequent if len(s) >= 2}
 
 
 def test_empty_result_is_an_empty_typed_table(baskets_con):
