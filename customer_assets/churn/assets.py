@@ -151,7 +151,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
         train = ts[ts["role"] == "train"]
         ev = ts[ts["role"] == "eval"].reset_index(drop=True)
         eval_snapshot = ev["snapshot_date"].iloc[0]
-        result = train_and_select(ts, features)
+        result = train_and_select(ts, features, max_fit_customers=settings.max_fit_customers)
         win = result.winner
         wm = result.metrics[win]
 
@@ -172,6 +172,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             **{k: wm.get(k) for k in METRIC_NAMES + CI_COLUMNS + ["n", "churn_rate"]},
             "model_kind": win,
             "train_churn_rate": result.train_churn_rate,
+            "fit_customers": result.fit_customers,
             "all_models": result.metrics,
             "champion_roc_auc_same_window": champ_auc,
         }
@@ -205,6 +206,9 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
         return dg.MaterializeResult(metadata={
             **table_metadata(con, "churn_model"),
             "winner": dg.MetadataValue.text(win),
+            "fit_customers": dg.MetadataValue.text(
+                f"{result.fit_customers:,} customers ({result.fit_rows:,} training rows) fitted the models "
+                f"(max_fit_customers={settings.max_fit_customers:,}); metrics on all {len(ev):,} evaluation rows"),
             "roc_auc": dg.MetadataValue.float(wm["roc_auc"]),
             "ece": dg.MetadataValue.float(wm["ece"]),
             "brier": dg.MetadataValue.float(wm["brier"]),

@@ -23,6 +23,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 MODEL_KINDS = ("logistic_regression", "xgboost")
 
@@ -50,6 +51,13 @@ def make_base_model(kind: str, seed: int = 0):
             min_child_weight=10, n_jobs=1, random_state=seed, tree_method="hist",
         )
     raise ValueError(f"unknown model kind {kind!r}; known: {MODEL_KINDS}")
+
+
+def one_blas_thread():
+    """Context: OpenBLAS on one thread. The logistic regression's lbfgs makes ~90 small matrix
+    products per fit; two OpenBLAS threads spin on each and measured 3.3 s CPU for one fit on 85k
+    rows against 0.45 s on one thread (coefficients equal to 1e-10)."""
+    return threadpool_limits(1, user_api="blas")
 
 
 def customer_folds(customer_ids: pd.Series, n_folds: int) -> np.ndarray:
@@ -101,12 +109,84 @@ class CalibratedChurnModel:
             z = self.base[:-1].transform(Xf)
             contrib = z * self.base[-1].coef_[0]
         else:
-            import xgboost as xgb
-
-            contrib = self.base.get_booster().predict(
-                xgb.DMatrix(Xf, feature_names=list(self.features)), pred_contribs=True
-            )[:, :-1]  # the last column is the bias
+            contrib = tree_shap(self.base.get_booster(), Xf)
         return pd.DataFrame(contrib, columns=self.features, index=X.index)
+
+
+# Trees with at most this many split nodes get their SHAP values from per-tree tables (below); larger
+# ones (never with make_base_model's depth-2 trees, which have at most 3) from XGBoost's pred_contribs.
+SHAP_TABLE_MAX_SPLITS = 7
+
+
+def tree_shap(booster, X: pd.DataFrame) -> np.ndarray:
+    """SHAP values of an XGBoost booster, one column per feature (the bias left out): exactly what
+    `booster.predict(DMatrix(X), pred_contribs=True)[:, :-1]` gives (path-dependent TreeSHAP; equal
+    to 1e-6, XGBoost sums in float32), in 1/18 of its CPU time for depth-2 trees (86k customers: 0.23 s
+    against 4.3 s on one thread).
+
+    A tree's contribution to a row depends only on which way the row goes at each split node (the
+    unvisited ones too: a feature outside the coalition averages over both children, by cover).
+    A depth-2 tree has 3 splits, so 8 patterns: for each pattern the Shapley values of the tree's
+    game v(S) = E[tree | features in S follow the row] are computed once, by enumerating the
+    coalitions of its (at most 3) features; each row then looks its pattern up. Data are compared
+    as float32 against the float32 split values (XGBoost's `x < split` goes left, NaN follows the
+    default direction)."""
+    import json
+
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
+    trees = model.get("model", {}).get("trees")
+    if model.get("name") != "gbtree" or trees is None or any(model["model"].get("tree_info", [])) or any(
+            any(t["split_type"]) or sum(c != -1 for c in t["left_children"]) > SHAP_TABLE_MAX_SPLITS
+            for t in trees):
+        import xgboost as xgb
+
+        return booster.predict(xgb.DMatrix(X, feature_names=list(X.columns)), pred_contribs=True)[:, :-1]
+    V = X.to_numpy(dtype=np.float32).T.copy()  # feature-major: each feature's values contiguous
+    out = np.zeros(V.shape)
+    for t in trees:
+        splits = [i for i, c in enumerate(t["left_children"]) if c != -1]
+        if not splits:
+            continue
+        players, table = _tree_shap_table(t, splits)
+        pattern = np.zeros(V.shape[1], dtype=np.int64)
+        for j, node in enumerate(splits):
+            x = V[t["split_indices"][node]]
+            left = x < np.float32(t["split_conditions"][node])
+            if t["default_left"][node]:
+                left |= np.isnan(x)
+            pattern |= left.astype(np.int64) << j
+        for i, f in enumerate(players):
+            out[f] += table[:, i][pattern]
+    return out.T
+
+
+def _tree_shap_table(t: dict, splits: list) -> tuple:
+    """(features of the tree, table[pattern, feature]): Shapley values of the tree for every
+    left/right pattern of its split nodes (bit j of the pattern = the row goes left at splits[j])."""
+    from itertools import combinations
+    from math import factorial
+
+    left, right = t["left_children"], t["right_children"]
+    feature, value, cover = t["split_indices"], t["split_conditions"], t["sum_hessian"]
+    players = sorted({feature[n] for n in splits})
+    k = len(players)
+    bit = {n: j for j, n in enumerate(splits)}
+    table = np.zeros((2 ** len(splits), k))
+    for pattern in range(2 ** len(splits)):
+        def v(node, S):
+            if left[node] == -1:
+                return value[node]
+            if feature[node] in S:
+                return v(left[node] if pattern >> bit[node] & 1 else right[node], S)
+            return (cover[left[node]] * v(left[node], S) + cover[right[node]] * v(right[node], S)) / cover[node]
+
+        for i, f in enumerate(players):
+            others = [g for g in players if g != f]
+            for size in range(k):
+                weight = factorial(size) * factorial(k - size - 1) / factorial(k)
+                for S in combinations(others, size):
+                    table[pattern, i] += weight * (v(0, set(S) | {f}) - v(0, set(S)))
+    return players, table
 
 
 def marginal_directions(X: pd.DataFrame, y: np.ndarray) -> dict:
@@ -123,10 +203,15 @@ def fit_calibrated(kind: str, X: pd.DataFrame, y: np.ndarray, customer_ids: pd.S
                    n_folds: int = 3, seed: int = 0, method: str = "isotonic") -> tuple[CalibratedChurnModel, np.ndarray]:
     """Fit `kind` with cross-fitted calibration (`isotonic`, deployed, or `platt`). Returns the model
     and the out-of-fold calibrated probabilities of the training rows (for choosing the threshold)."""
-    features = list(X.columns)
     y = np.asarray(y, dtype=int)
     if len(np.unique(y)) < 2:
         raise ValueError("the training labels have a single class: cannot fit a churn model")
+    with one_blas_thread():
+        return _fit_calibrated(kind, X, y, customer_ids, n_folds, seed, method)
+
+
+def _fit_calibrated(kind, X, y, customer_ids, n_folds, seed, method):
+    features = list(X.columns)
     folds = customer_folds(customer_ids, n_folds)
     oof = np.full(len(y), np.nan)
     for k in range(n_folds):

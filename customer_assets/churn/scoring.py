@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from customer_assets.churn.model import one_blas_thread
 from customer_assets.churn.reasons import top_reasons
 
 SCORE_COLUMNS = ["customer_id", "churn_probability", "risk_band", "reason_1", "reason_2", "reason_3", "model_version"]
@@ -30,14 +31,17 @@ def score_customers(artifact: dict, features_df: pd.DataFrame, model_version: in
         )
     model = artifact["pipeline"]
     X = features_df[features].astype(float)
-    p = model.predict_proba(X)[:, 1]
+    with one_blas_thread():
+        p = model.predict_proba(X)[:, 1]
     out = pd.DataFrame({
         "customer_id": features_df["customer_id"].astype(str).to_numpy(),
         "churn_probability": p,
         "risk_band": risk_band(p, high, low),
     })
     if hasattr(model, "contributions"):
-        reasons = top_reasons(X, model.contributions(X), artifact.get("feature_medians") or {},
+        with one_blas_thread():
+            contributions = model.contributions(X)
+        reasons = top_reasons(X, contributions, artifact.get("feature_medians") or {},
                               directions=getattr(model, "feature_directions", None))
         out = pd.concat([out, reasons.reset_index(drop=True)], axis=1)
     else:

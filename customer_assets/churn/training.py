@@ -17,7 +17,8 @@ import pandas as pd
 
 from customer_assets.churn.features import labelled_frame
 from customer_assets.churn.metrics import baseline_metrics, bootstrap_ci, evaluate
-from customer_assets.churn.model import MODEL_KINDS, best_f1_threshold, fit_calibrated
+from customer_assets.churn.model import MODEL_KINDS, best_f1_threshold, fit_calibrated, one_blas_thread
+from customer_assets.common.sampling import sample_customers
 
 MIN_HISTORY_DAYS = 30  # a training snapshot needs at least this much history before it
 
@@ -80,26 +81,38 @@ class TrainingResult:
     eval_probabilities: dict  # kind -> calibrated probabilities on the evaluation rows
     eval_labels: np.ndarray
     train_churn_rate: float
+    fit_customers: int = 0    # distinct customers whose training rows fitted the models
+    fit_rows: int = 0
 
 
-def train_and_select(training_set: pd.DataFrame, features: list, kinds=MODEL_KINDS) -> TrainingResult:
+def train_and_select(training_set: pd.DataFrame, features: list, kinds=MODEL_KINDS,
+                     max_fit_customers: int = 0) -> TrainingResult:
     """Fit every model kind on the 'train' rows, evaluate all of them (and the baselines) on the
-    'eval' rows, and pick the winner by out-of-time ROC AUC."""
+    'eval' rows, and pick the winner by out-of-time ROC AUC.
+
+    The fits (cross-fitted calibration and the F1 threshold included) use the training rows of at
+    most `max_fit_customers` customers (`sample_customers`: a stable hash of the id, so a customer is
+    in or out at every snapshot; 0 = all). Every metric is on ALL evaluation rows, and the training
+    churn rate (majority baseline) on all training rows."""
     train = training_set[training_set["role"] == "train"].reset_index(drop=True)
     ev = training_set[training_set["role"] == "eval"].reset_index(drop=True)
     if train.empty or ev.empty:
         raise ValueError("the training set needs both 'train' and 'eval' rows")
-    y_train = train["churned"].to_numpy(dtype=int)
+    y_all = train["churned"].to_numpy(dtype=int)
+    fit = sample_customers(train, max_fit_customers)
+    y_train = fit["churned"].to_numpy(dtype=int)
     y_eval = ev["churned"].to_numpy(dtype=int)
     if len(np.unique(y_eval)) < 2:
         raise ValueError(f"every customer in the evaluation window has churned={int(y_eval[0])}: ROC AUC undefined")
     models, thresholds, metrics, probs = {}, {}, {}, {}
     for kind in kinds:
-        model, oof = fit_calibrated(kind, train[features], y_train, train["customer_id"])
+        model, oof = fit_calibrated(kind, fit[features], y_train, fit["customer_id"])
         thresholds[kind] = best_f1_threshold(y_train, oof)
-        probs[kind] = model.predict_proba(ev)[:, 1]
+        with one_blas_thread():
+            probs[kind] = model.predict_proba(ev)[:, 1]
         metrics[kind] = {**evaluate(y_eval, probs[kind], thresholds[kind]), **bootstrap_ci(y_eval, probs[kind])}
         models[kind] = model
-    metrics.update(baseline_metrics(ev, float(y_train.mean())))
+    metrics.update(baseline_metrics(ev, float(y_all.mean())))
     winner = max(kinds, key=lambda k: metrics[k]["roc_auc"])
-    return TrainingResult(models, thresholds, metrics, winner, probs, y_eval, float(y_train.mean()))
+    return TrainingResult(models, thresholds, metrics, winner, probs, y_eval, float(y_all.mean()),
+                          fit_customers=int(fit["customer_id"].nunique()), fit_rows=len(fit))
