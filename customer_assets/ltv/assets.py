@@ -135,7 +135,8 @@ def ltv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
         as_of = resolve_as_of(con, settings.as_of_date())
         res = tr.train_ltv(con, as_of, settings.horizon_days, settings.ltv_training_snapshots,
                            str(model_store.models_path()), tolerance=settings.promotion_tolerance,
-                           reason=training_reason(context.run.tags if context.run else None, con, "ltv_xgb"))
+                           reason=training_reason(context.run.tags if context.run else None, con, "ltv_xgb"),
+                           max_fit_customers=settings.max_fit_customers)
         if res.skipped:
             context.log.warning(res.skipped)
             comparison = pd.DataFrame({"model": pd.Series([], dtype="string"), "skipped_reason": pd.Series([], dtype="string")})
@@ -159,6 +160,8 @@ def ltv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
         "train_snapshots": dg.MetadataValue.json([str(s) for s in res.train_snapshots]),
         "production_snapshots": dg.MetadataValue.json([str(s) for s in res.production_snapshots]),
         "train_rows": res.train_rows,
+        "fit_rows": res.fit_rows,
+        "fit_customers": res.fit_customers,
         "features": dg.MetadataValue.json(res.features),
         "registered": dg.MetadataValue.json(res.registration.__dict__),
     })

@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer_assets.common.sampling import sample_customers
 from customer_assets.ltv import clv, gbm
 from customer_assets.ltv import evaluation as ev
 from customer_assets.ltv.summary import calibration_with_holdout, compute_summary
@@ -222,6 +223,8 @@ class LtvTraining:
     train_snapshots: list = field(default_factory=list)
     production_snapshots: list = field(default_factory=list)
     train_rows: int = 0
+    fit_rows: int = 0                # rows the evaluation model was fit on (train_rows when not sampled)
+    fit_customers: int = 0
     holdout: Optional[pd.DataFrame] = None
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: dict = field(default_factory=dict)
@@ -242,7 +245,11 @@ def train_ltv(
     *,
     tolerance: float = 0.0,
     reason: str = "first_training",
+    max_fit_customers: int = 0,
 ) -> LtvTraining:
+    """`max_fit_customers` (> 0): both XGBoost models are fit on the stacked rows of at most that
+    many customers (`common.sampling.sample_customers`: the same customers at every snapshot);
+    holdout predictions and metrics use every customer."""
     cutoff, _ = windows(as_of, horizon_days)
     out = LtvTraining(cutoff=cutoff, as_of=as_of)
     first = con.execute("SELECT min(order_date) FROM cleaned_transactions").fetchone()[0]
@@ -261,7 +268,10 @@ def train_ltv(
         return out
     out.features = gbm.feature_names(train)
     out.train_rows = len(train)
-    eval_model = gbm.fit_xgb(train, out.features)
+    fit = sample_customers(train, max_fit_customers)
+    out.fit_rows, out.fit_customers = len(fit), int(fit["customer_id"].nunique())
+    eval_model = gbm.fit_xgb(fit, out.features)
+    del fit
 
     cal = calibration_with_holdout(con, cutoff, as_of)
     snap = gbm.labelled_snapshot(con, cutoff, horizon_days)
@@ -284,7 +294,8 @@ def train_ltv(
     out.comparison = pd.DataFrame([ev.flat_metrics(k, v) for k, v in out.metrics.items()])
 
     prod = gbm.training_frame(con, out.production_snapshots, horizon_days)
-    out.model = gbm.fit_xgb(prod, out.features)
+    prod_fit = sample_customers(prod, max_fit_customers)
+    out.model = gbm.fit_xgb(prod_fit, out.features)
     if models_dir is not None:
         xm = out.metrics["xgboost"]["revenue"]
         metrics = {**{f"revenue_{k}": v for k, v in xm.items()},
@@ -292,7 +303,10 @@ def train_ltv(
                    "bgnbd_gamma_gamma": out.metrics.get("bgnbd_gamma_gamma"),
                    "train_snapshots": [str(s) for s in out.train_snapshots],
                    "production_snapshots": [str(s) for s in out.production_snapshots],
-                   "train_rows": out.train_rows, "production_rows": len(prod), "params": gbm.XGB_PARAMS}
+                   "train_rows": out.train_rows, "production_rows": len(prod),
+                   "fit_rows": out.fit_rows, "fit_customers": out.fit_customers,
+                   "production_fit_rows": len(prod_fit), "max_fit_customers": max_fit_customers,
+                   "params": gbm.XGB_PARAMS}
         artifact = {"model": out.model, "features": out.features, "horizon_days": horizon_days,
                     "trained_through": str(as_of), "params": gbm.XGB_PARAMS}
         out.registration = register_model(
