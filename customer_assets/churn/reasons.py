@@ -78,7 +78,10 @@ def phrase(feature: str, value: float, median: float, direction: int = 0) -> str
 def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: dict, k: int = 3,
                 directions: dict | None = None) -> pd.DataFrame:
     """reason_1..reason_k per row: the k features with the largest positive contribution whose
-    value is on the churn side of the median (when `directions` is given)."""
+    value is on the churn side of the median (when `directions` is given), one per story.
+
+    Vectorised: taking features in order of contribution and skipping a story already told is the
+    same as ranking the stories by their best feature's contribution and phrasing that feature."""
     cols = list(contributions.columns)
     C = contributions.to_numpy(dtype=float).copy()
     V = features[cols].to_numpy(dtype=float)
@@ -86,24 +89,43 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: di
         med = np.array([medians.get(f, 0.0) for f in cols])
         sign = np.array([directions.get(f, 0) for f in cols])
         C[(V - med) * sign < 0] = 0.0
-    order = np.argsort(-C, axis=1)
-    single = (features["active_days"].to_numpy() <= 1) if "active_days" in features else np.zeros(len(V), bool)
+    C[~(C > 0)] = -np.inf  # only positive contributions are reasons
+    n = C.shape[0]
+    single = (features["active_days"].to_numpy() <= 1) if "active_days" in features else np.zeros(n, bool)
     days_since = features["tenure_days"].to_numpy(dtype=float) if "tenure_days" in features else None
-    out = {f"reason_{i + 1}": [None] * C.shape[0] for i in range(k)}
-    for r in range(C.shape[0]):
-        said, told = 0, set()
-        for j in order[r]:
-            if said == k or C[r, j] <= 0:
-                break
+    chosen = np.full((n, k), -1)  # feature index per reason slot, -1 = no reason
+    for is_single in (False, True):
+        rows = np.flatnonzero(single == is_single)
+        if not len(rows):
+            continue
+        stories = ["bought once" if is_single and f in ONE_PURCHASE_FEATURES else STORIES.get(f, f) for f in cols]
+        names = list(dict.fromkeys(stories))
+        best = np.full((len(rows), len(names)), -np.inf)   # each story's best contribution
+        which = np.zeros((len(rows), len(names)), dtype=int)  # and the feature giving it
+        for s, name in enumerate(names):
+            members = np.array([j for j, st in enumerate(stories) if st == name])
+            sub = C[np.ix_(rows, members)]
+            arg = np.argmax(sub, axis=1)
+            best[:, s] = sub[np.arange(len(rows)), arg]
+            which[:, s] = members[arg]
+        top = np.argsort(-best, axis=1, kind="stable")[:, :k]
+        picked = np.take_along_axis(which, top, axis=1)
+        picked[~np.isfinite(np.take_along_axis(best, top, axis=1))] = -1
+        chosen[rows, :picked.shape[1]] = picked
+    out = {}
+    for i in range(k):
+        texts = np.full(n, None, dtype=object)
+        for j in np.unique(chosen[:, i]):
+            if j < 0:
+                continue
             f = cols[j]
-            story = "bought once" if single[r] and f in ONE_PURCHASE_FEATURES else STORIES.get(f, f)
-            if story in told:
-                continue  # e.g. no "only 1 order" next to "bought once", no 180-day story after the 90-day one
-            told.add(story)
-            if story == "bought once":
-                text = "Bought once" + (f", {days_since[r]:.0f} days ago" if days_since is not None else "") + ", never again"
-            else:
-                text = phrase(f, V[r, j], medians.get(f, 0.0), (directions or {}).get(f, 0))
-            out[f"reason_{said + 1}"][r] = text
-            said += 1
+            rows = np.flatnonzero(chosen[:, i] == j)
+            once = single[rows] & (f in ONE_PURCHASE_FEATURES)
+            median, direction = medians.get(f, 0.0), (directions or {}).get(f, 0)
+            texts[rows[~once]] = [phrase(f, v, median, direction) for v in V[rows[~once], j].tolist()]
+            if once.any():
+                texts[rows[once]] = [
+                    "Bought once" + (f", {d:.0f} days ago" if days_since is not None else "") + ", never again"
+                    for d in (days_since[rows[once]] if days_since is not None else np.zeros(once.sum()))]
+        out[f"reason_{i + 1}"] = texts
     return pd.DataFrame(out, index=features.index)

@@ -126,3 +126,48 @@ def test_a_bound_above_the_customer_count_changes_nothing():
     for kind in ("logistic_regression", "xgboost"):
         np.testing.assert_array_equal(a.eval_probabilities[kind], b.eval_probabilities[kind])
         assert a.metrics[kind] == b.metrics[kind]
+
+
+def _reference_top_reasons(features, contributions, medians, k=3, directions=None):
+    """The row-by-row definition: features by contribution, skipping non-positive ones and stories told."""
+    from customer_assets.churn.reasons import ONE_PURCHASE_FEATURES, STORIES, phrase
+
+    cols = list(contributions.columns)
+    C = contributions.to_numpy(dtype=float).copy()
+    V = features[cols].to_numpy(dtype=float)
+    if directions:
+        C[(V - np.array([medians[f] for f in cols])) * np.array([directions.get(f, 0) for f in cols]) < 0] = 0.0
+    out = {f"reason_{i + 1}": [None] * len(C) for i in range(k)}
+    for r in range(len(C)):
+        said, told = 0, set()
+        for j in np.argsort(-C[r], kind="stable"):
+            if said == k or C[r, j] <= 0:
+                break
+            f = cols[j]
+            single = features["active_days"].iloc[r] <= 1
+            story = "bought once" if single and f in ONE_PURCHASE_FEATURES else STORIES.get(f, f)
+            if story in told:
+                continue
+            told.add(story)
+            out[f"reason_{said + 1}"][r] = (f"Bought once, {features['tenure_days'].iloc[r]:.0f} days ago, never again"
+                                            if story == "bought once" else
+                                            phrase(f, V[r, j], medians[f], (directions or {}).get(f, 0)))
+            said += 1
+    return pd.DataFrame(out, index=features.index)
+
+
+@pytest.mark.parametrize("with_directions", [True, False])
+def test_vectorised_top_reasons_equal_the_row_by_row_definition(with_directions):
+    from customer_assets.churn.reasons import top_reasons
+
+    rng = np.random.default_rng(5)
+    cols = ["recency_days", "frequency", "monetary", "avg_interpurchase_days", "active_days", "tenure_days",
+            "orders_30d", "orders_90d", "spend_90d", "return_rate", "gap_ratio", "custom_feature"]
+    n = 3000
+    feats = pd.DataFrame({c: rng.integers(0, 5, n) * rng.uniform(1, 40) for c in cols})  # zeros, ties at the median
+    contrib = pd.DataFrame(rng.normal(size=(n, len(cols))), columns=cols, index=feats.index)
+    medians = {c: float(feats[c].median()) for c in cols}
+    directions = {c: int(rng.choice([-1, 0, 1])) for c in cols} if with_directions else None
+    got = top_reasons(feats, contrib, medians, directions=directions)
+    pd.testing.assert_frame_equal(got, _reference_top_reasons(feats, contrib, medians, directions=directions))
+    assert got["reason_3"].isna().any() and got["reason_1"].str.startswith("Bought once").any()
