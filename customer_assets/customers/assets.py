@@ -12,18 +12,20 @@ from dagster_duckdb import DuckDBResource
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
 from customer_assets.common.plotting import plt
+from customer_assets.common.sampling import sample_customers
 from customer_assets.customers import cohorts, loyalty, personas, rfm
 from customer_assets.customers.features import (
     FEATURE_COLUMNS,
     OPTIONAL_FEATURES,
-    available_optional_features,
-    features_query,
+    ensure_feature_base,
+    fast_features_sql,
 )
 from customer_assets.registry import current_champion, register_model
 from customer_assets.resources import ModelStore
 from customer_assets.settings import AnalyticsSettings
 
 GROUP = "customers"
+PLOT_MAX_CUSTOMERS = 5000  # points in the persona scatter (display only; the table has every customer)
 TIER_COLORS = {"Platinum": "#5b6f8a", "Gold": "#d4af37", "Silver": "#b0b0b0", "Bronze": "#cd7f32"}
 
 
@@ -52,9 +54,10 @@ def snapshot_of(features: pd.DataFrame):
 def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         as_of = resolve_as_of(con, settings.as_of_date())
-        replace_table(con, "customer_features", features_query(con, as_of))
+        base = ensure_feature_base(con)
+        replace_table(con, "customer_features", fast_features_sql(base, as_of))
         df = con.execute("SELECT * FROM customer_features").df()
-        optional = available_optional_features(con)
+        optional = list(base.optional)
         skipped = {
             name: f"needs {', '.join(fields)} (not mapped / all empty)"
             for name, fields in OPTIONAL_FEATURES.items() if name not in optional
@@ -145,7 +148,10 @@ def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> st
     a1.set_xlabel("k")
     a1.set_ylabel("mean silhouette (sample)")
     a1.set_title(f"k chosen by silhouette: {result.k}")
-    for c, g in result.assignments.groupby("cluster"):
+    # a scatter of every customer costs seconds to render at 100k customers: plot a fixed sample
+    a = result.assignments
+    shown = a[a["customer_id"].isin(sample_customers(a[["customer_id"]], PLOT_MAX_CUSTOMERS)["customer_id"])]
+    for c, g in shown.groupby("cluster"):
         idx = g.index
         a2.scatter(features.loc[idx, "recency_days"] + 1, features.loc[idx, "monetary"], s=4, alpha=0.5,
                    label=result.model.names[c])
@@ -184,7 +190,8 @@ def customer_personas(
                     "every customer is 'Unclustered' and no model is registered"),
             })
         result = personas.fit_personas(
-            features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample
+            features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample,
+            settings.max_fit_customers,
         )
         out = result.assignments.copy()
         out.insert(1, "snapshot_date", snap)
