@@ -27,6 +27,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from customer_assets.common.sampling import sample_customers
+
 PENALIZERS = (0.0, 0.001, 0.01, 0.1)
 # Pareto/NBD only unpenalized: its Nelder-Mead fit costs ~10x a BG/NBD fit, and on the data sets
 # measured here its penalized fits never differed from the unpenalized one.
@@ -225,16 +227,20 @@ def _sanity_predictions(model: str, params: dict, data: pd.DataFrame) -> Optiona
 
 
 # The ladder fits population parameters (4 numbers for BG/NBD, 3 for Gamma-Gamma): beyond this many
-# customers they are estimated on a fixed random sample (every attempt on the same one, so their
-# likelihoods stay comparable), and every customer is still scored. n_customers in the attempts table
+# customers they are estimated on a fixed sample (common.sampling: by customer-id hash, so every
+# attempt uses the same customers and their likelihoods stay comparable; the sample does not depend
+# on row order and mostly keeps its customers as the data grows), and every customer is still scored. n_customers in the attempts table
 # shows the sample size. Online Retail (4,334) and CDNOW (2,357) are fit on every customer.
-MAX_FIT_CUSTOMERS = 10_000
+# Cost (measured on Online Retail x20, 68k-87k customers): 5,000 instead of 10,000 takes the two
+# buying ladders from ~7 to ~4 CPU s; the kept fits' parameters move by a few percent (calibration
+# window: r 0.677 -> 0.654, alpha 9.07 -> 8.68) and the holdout metrics on all 68k customers not
+# visibly: revenue MAE 564.2 -> 563.9, purchases MAE 0.925 -> 0.924, Spearman 0.488, Gini 0.727.
+MAX_FIT_CUSTOMERS = 5_000
 
 
 def fit_ladder(data: pd.DataFrame, ladder=BUYING_LADDER) -> LadderResult:
     """Try every (model, penalizer) of `ladder`; keep the best (see module docstring)."""
-    if len(data) > MAX_FIT_CUSTOMERS:
-        data = data.sample(n=MAX_FIT_CUSTOMERS, random_state=0)
+    data = sample_customers(data, MAX_FIT_CUSTOMERS)
     if len(data) == 0:
         return LadderResult([], None, None, "no customers to fit")
     if ladder and ladder[0][0] != "GammaGammaFitter" and (data["frequency"] > 0).sum() == 0:

@@ -18,6 +18,8 @@ def test_ladder_fits_on_a_fixed_bounded_sample(monkeypatch):
     second = clv.fit_ladder(data, ladder)
     assert first.attempts[0].n_customers == 300
     assert first.best.params == second.best.params  # the same sample every time
+    shuffled = clv.fit_ladder(data.sample(frac=1.0, random_state=5), ladder)
+    assert shuffled.best.params == pytest.approx(first.best.params, rel=1e-6)  # chosen by customer, not by row position
 
 
 def _pareto_customers(n=800, seed=3):
