@@ -276,8 +276,10 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
         a1.set_ylabel("customers")
         a2.bar(bands.index, bands.values, color=["#d62728", "#ff7f0e", "#2ca02c"])
         a2.set_title("customers per risk band")
-        reasons = (pd.concat([scores[f"reason_{i}"] for i in (1, 2, 3)]).dropna()
-                   .str.replace(r"[\d,.]+", "#", regex=True).value_counts().head(10)
+        # count the distinct texts first, then mask the numbers of those (not of every customer's text)
+        texts = pd.concat([scores[f"reason_{i}"] for i in (1, 2, 3)]).dropna().value_counts()
+        reasons = (texts.groupby(texts.index.str.replace(r"[\d,.]+", "#", regex=True)).sum()
+                   .sort_values(ascending=False, kind="stable").head(10)
                    .rename_axis("reason (number masked)").reset_index(name="customers"))
         return dg.MaterializeResult(metadata={
             **table_metadata(con, "churn_scores", order_by="churn_probability DESC"),
