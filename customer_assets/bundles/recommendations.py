@@ -134,7 +134,7 @@ def pair_candidates(
     finally:
         con.unregister("__pair_products")
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
-    names = product_names(con, as_of) if len(df) else {}
+    names = product_names(con, as_of, {ids[0] for ids in df["partner_ids"]}) if len(df) else {}
     df["partner_names"] = [names.get(ids[0], ids[0]) for ids in df["partner_ids"]]
     df["evidence_source"] = SOURCE_PAIRS
     return df
@@ -196,12 +196,61 @@ def dead_stock_bundles(
     return df
 
 
+def most_ordered_products(con: duckdb.DuckDBPyConnection, k: int) -> list[str]:
+    """The k products in the most orders of cleaned_transactions (ties: product_id), exactly.
+
+    Without counting every product's distinct orders (one hash entry per order line at scale): a
+    product's line count is >= its order count, so once the k-th best order count t among the products
+    with the most lines is known, only products with >= t lines can still be in the top k; their order
+    counts are added until none is missing."""
+    if k <= 0:
+        return []
+    lines = con.execute(
+        "SELECT product_id, count(*) AS n FROM cleaned_transactions WHERE product_id IS NOT NULL "
+        "GROUP BY product_id ORDER BY n DESC, product_id"
+    ).fetchall()
+    m = min(k, len(lines))
+    while True:
+        con.register("__top_ids", pd.DataFrame({"product_id": pd.Series([p for p, _ in lines[:m]], dtype="string")}))
+        try:
+            exact = con.execute(
+                "SELECT product_id, count(DISTINCT order_id) AS n FROM cleaned_transactions "
+                "WHERE product_id IN (SELECT product_id FROM __top_ids) GROUP BY product_id ORDER BY n DESC, product_id"
+            ).fetchall()[:k]
+        finally:
+            con.unregister("__top_ids")
+        if not exact:  # no product at all
+            return []
+        threshold = exact[-1][1]
+        need = sum(1 for _, n in lines if n >= threshold)
+        if len(exact) < k or need <= m:
+            return [p for p, _ in exact]
+        m = need
+
+
 def also_bought(con: duckdb.DuckDBPyConnection, top_products: int, per_product: int) -> pd.DataFrame:
-    df = con.execute(
+    top = most_ordered_products(con, top_products)
+    con.register("__also_top", pd.DataFrame({"product_id": pd.Series(top, dtype="string")}))
+    try:
+        df = _also_bought_rules(con, per_product)
+    finally:
+        con.unregister("__also_top")
+    df["recommendation_type"] = "also_bought"
+    df["evidence_source"] = SOURCE_RULES
+    df["evidence"] = [
+        f"{c:.0%} of the {a} orders with {x} also had {y} ({b} orders, lift {lf:.1f})"
+        for c, a, x, y, b, lf in zip(
+            df["confidence_product_to_partner"], df["product_orders"], df["product_name"], df["partner_names"],
+            df["both_orders"], df["lift"],
+        )
+    ]
+    return df
+
+
+def _also_bought_rules(con: duckdb.DuckDBPyConnection, per_product: int) -> pd.DataFrame:
+    return con.execute(
         """
-        WITH top AS (
-            SELECT product_id FROM cleaned_transactions WHERE product_id IS NOT NULL
-            GROUP BY product_id ORDER BY count(DISTINCT order_id) DESC, product_id LIMIT ?),
+        WITH top AS (SELECT product_id FROM __also_top),
         r AS (SELECT * FROM association_rules WHERE country = 'ALL' AND antecedent_len = 1)
         SELECT r.antecedents[1] AS product_id, r.antecedent_names AS product_name, r.consequents AS partner_ids,
                r.consequent_names AS partner_names, r.support, r.confidence AS confidence_product_to_partner,
@@ -213,18 +262,8 @@ def also_bought(con: duckdb.DuckDBPyConnection, top_products: int, per_product: 
         QUALIFY rank <= ?
         ORDER BY product_orders DESC, product_id, rank
         """,
-        [top_products, per_product],
+        [per_product],
     ).df()
-    df["recommendation_type"] = "also_bought"
-    df["evidence_source"] = SOURCE_RULES
-    df["evidence"] = [
-        f"{c:.0%} of the {a} orders with {x} also had {y} ({b} orders, lift {lf:.1f})"
-        for c, a, x, y, b, lf in zip(
-            df["confidence_product_to_partner"], df["product_orders"], df["product_name"], df["partner_names"],
-            df["both_orders"], df["lift"],
-        )
-    ]
-    return df
 
 
 def build_recommendations(
