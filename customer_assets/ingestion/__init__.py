@@ -1,4 +1,4 @@
-"""Ingestion: sources -> ingested_files, raw_transactions, cleaned_transactions, quarantined_transactions."""
+"""Ingestion: source files -> ingested_files, cleaned_transactions, quarantined_transactions."""
 
 from customer_assets.ingestion.assets import great_expectations_suite, ingest_transactions
 

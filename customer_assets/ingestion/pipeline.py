@@ -1,10 +1,15 @@
-"""Ingestion: new source files -> raw_transactions (append) -> cleaned / quarantined (rebuild).
+"""Ingestion: source files -> cleaned_transactions + quarantined_transactions.
 
-A file whose sha256 is already in ingested_files is not loaded again. raw_transactions only grows.
-When new files arrive and the mapping is unchanged, only their rows are classified and appended
-(a row repeating one already cleaned is a duplicate); when the mapping changed (or on the first
-load), cleaned and quarantined are rebuilt from every raw row. Either way every raw row has
-exactly one outcome.
+Every source line lands in exactly one of the two tables; the source rows are not copied a third
+time (at 54M lines a full "raw" copy cost as much as the cleaning itself). The record of what was
+read is the source files themselves: ingested_files keeps each file's path, sha256, row count and
+exact money total, and quarantined_transactions keeps each rejected row exactly as read (JSON).
+
+A file whose sha256 is already in ingested_files is not loaded again. When new files arrive and the
+mapping is unchanged, only their rows are classified and appended (a row repeating one already
+cleaned is a duplicate). When the mapping changed (or on the first load), every file ever loaded is
+read again (its sha256 verified) and both tables are rebuilt. Either way every source row has exactly
+one outcome, which `reconciliation` proves row by row and in money.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Callable, Optional
 
 import duckdb
+import numpy as np
 
-from customer_assets.common.db import quote_ident, replace_table, table_exists
-from customer_assets.ingestion.cleaning import clean
+from customer_assets.common.db import quote_ident, table_exists
+from customer_assets.ingestion.cleaning import clean, parsed_select, staged_column_types
 from customer_assets.ingestion.mapping import Mapping, load_mapping
 from customer_assets.ingestion.readers import (
     FileRead,
@@ -35,16 +43,24 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     rows       BIGINT,
     malformed  BIGINT,
     loaded_at  TIMESTAMP,
-    notes      VARCHAR
+    notes      VARCHAR,
+    money      DECIMAL(38, 6)
 )
 """
 STATE_DDL = "CREATE TABLE IF NOT EXISTS ingestion_state (key VARCHAR PRIMARY KEY, value VARCHAR)"
+STAGED_VIEW = "__staged"
+
+# Money is summed exactly: each line rounded to 6 decimals as a DECIMAL, then added without
+# floating-point error. (DOUBLE sums of 54M lines in different orders differ by a few cents, which
+# would fail an exact check for no lost money at all.)
+EXACT_MONEY = "coalesce(sum(CAST(round(line_total, 6) AS DECIMAL(38, 6))), 0)"
 
 
 @dataclass
 class IngestSummary:
     files_seen: list = field(default_factory=list)
-    loaded: list = field(default_factory=list)          # FileRead
+    loaded: list = field(default_factory=list)          # FileRead of the new files
+    reread: list = field(default_factory=list)          # FileRead of known files read again for a rebuild
     skipped_known: list = field(default_factory=list)   # paths whose sha256 was already loaded
     reasons: dict = field(default_factory=dict)
     rebuilt: bool = False
@@ -61,69 +77,104 @@ def ingest(
     mapping = load_mapping(mapping_path)
     con.execute("SET enable_progress_bar = false")
     con.execute(INGESTED_FILES_DDL)
+    # warehouses built before the money column existed
+    con.execute("ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS money DECIMAL(38, 6)")
     con.execute(STATE_DDL)
     summary = IngestSummary(files_seen=discover_files(source, landing_dir))
     known = {r[0] for r in con.execute("SELECT sha256 FROM ingested_files").fetchall()}
 
+    mapping_hash = _mapping_hash(mapping)
+    previous = con.execute("SELECT value FROM ingestion_state WHERE key = 'mapping_hash'").fetchone()
+    have_clean = table_exists(con, "cleaned_transactions") and table_exists(con, "quarantined_transactions")
+    rebuild = not (have_clean and previous is not None and previous[0] == mapping_hash)
+
     staged: list[str] = []
-    for i, path in enumerate(summary.files_seen):
+    if rebuild:
+        # Every file loaded before is read again under the current mapping.
+        for path, sha in con.execute("SELECT path, sha256 FROM ingested_files ORDER BY loaded_at, path").fetchall():
+            table = f"__stage_{len(staged)}"
+            _verify_known_file(path, sha)
+            log(f"reading again (rebuild) {path}")
+            summary.reread.append(read_into_staging(con, path, sha, mapping, table))
+            staged.append(table)
+    for path in summary.files_seen:
         sha = file_sha256(path)
         if sha in known:
             summary.skipped_known.append(path)
             continue
         known.add(sha)
-        table = f"__stage_{i}"
+        table = f"__stage_{len(staged)}"
         log(f"reading {path}")
         info: FileRead = read_into_staging(con, path, sha, mapping, table)
         log(f"read {info.rows:,} rows from {path}" + (f" ({'; '.join(info.notes)})" if info.notes else ""))
         summary.loaded.append(info)
         staged.append(table)
 
-    if staged:
-        if len(staged) == 1 and not table_exists(con, "raw_transactions"):
-            # First load of one file: the staging table becomes raw_transactions (no second copy).
-            con.execute(f"ALTER TABLE {quote_ident(staged[0])} RENAME TO raw_transactions")
-        else:
-            parts = ([] if not table_exists(con, "raw_transactions") else ["SELECT * FROM raw_transactions"])
-            parts += [f"SELECT * FROM {quote_ident(t)}" for t in staged]
-            replace_table(con, "raw_transactions", " UNION ALL BY NAME ".join(parts))
-        for t in staged:
-            con.execute(f"DROP TABLE IF EXISTS {quote_ident(t)}")
-        now = dt.datetime.now()
-        con.executemany(
-            "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?)",
-            [(f.path, f.sha256, f.rows, f.malformed, now, "; ".join(f.notes) or None) for f in summary.loaded],
-        )
-
-    if not table_exists(con, "raw_transactions") or con.execute("SELECT count(*) FROM raw_transactions").fetchone()[0] == 0:
+    total_rows = sum(f.rows for f in summary.loaded + summary.reread)
+    if not summary.loaded and not rebuild:
+        summary.reasons = dict(con.execute(
+            "SELECT reason, count(*) FROM quarantined_transactions GROUP BY reason"
+        ).fetchall())
+        summary.notes.append("no new file and the mapping is unchanged: cleaned tables kept as they were")
+        return summary
+    if rebuild and total_rows == 0:
         described = "; ".join(
             f"{f.path}: {', '.join(f.notes) or 'no rows'}" for f in summary.loaded
         ) or "no source files"
         raise IngestError(f"No transaction rows to analyse ({described}). Point CUSTOMER_ASSETS_SOURCE at a file with data.")
 
-    mapping_hash = _mapping_hash(mapping)
-    previous = con.execute("SELECT value FROM ingestion_state WHERE key = 'mapping_hash'").fetchone()
-    have_clean = table_exists(con, "cleaned_transactions") and table_exists(con, "quarantined_transactions")
-    same_mapping = previous is not None and previous[0] == mapping_hash
-    if have_clean and same_mapping and staged:
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {STAGED_VIEW} AS "
+        + " UNION ALL BY NAME ".join(f"SELECT * FROM {quote_ident(t)}" for t in staged)
+    )
+    # What was read, per file: rows and exact money under this mapping (the reconciliation's "raw" side).
+    money = dict(con.execute(
+        f"SELECT source_sha256, {EXACT_MONEY} FROM "
+        f"(SELECT {parsed_select(mapping, staged_column_types(con, STAGED_VIEW))} FROM {STAGED_VIEW}) "
+        "GROUP BY source_sha256"
+    ).fetchall())
+    if rebuild:
+        log(f"cleaning {total_rows:,} rows from {len(staged)} file(s)")
+        summary.reasons = clean(con, mapping, STAGED_VIEW)
+        con.execute("INSERT OR REPLACE INTO ingestion_state VALUES ('mapping_hash', ?)", [mapping_hash])
+    else:
         # The usual weekly case: classify only the new files' rows and append them.
         log(f"cleaning the {len(summary.loaded)} new file(s)")
-        summary.reasons = clean(con, mapping, only_sha256=[f.sha256 for f in summary.loaded])
-        summary.rebuilt = True
+        summary.reasons = clean(con, mapping, STAGED_VIEW, incremental=True)
         summary.notes.append("incremental: only the new files' rows were classified")
-    elif not (have_clean and same_mapping):
-        log("cleaning raw_transactions")
-        summary.reasons = clean(con, mapping)
-        summary.rebuilt = True
-        con.execute(
-            "INSERT OR REPLACE INTO ingestion_state VALUES ('mapping_hash', ?)", [mapping_hash]
+    summary.rebuilt = True
+    now = dt.datetime.now()
+    for f in summary.reread:
+        con.execute("UPDATE ingested_files SET money = ? WHERE sha256 = ?", [money.get(f.sha256, Decimal(0)), f.sha256])
+    if summary.loaded:
+        con.executemany(
+            "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(f.path, f.sha256, f.rows, f.malformed, now, "; ".join(f.notes) or None, money.get(f.sha256, Decimal(0)))
+             for f in summary.loaded],
         )
-    else:
-        summary.reasons = dict(con.execute(
-            "SELECT reason, count(*) FROM quarantined_transactions GROUP BY reason"
-        ).fetchall())
-        summary.notes.append("no new file and the mapping is unchanged: cleaned tables kept as they were")
+    con.execute(f"DROP VIEW IF EXISTS {STAGED_VIEW}")
+    for t in staged:
+        kind = con.execute(
+            "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = ? AND temporary "
+            "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = ? AND temporary", [t, t]
+        ).fetchone()
+        if kind:
+            con.execute(f"DROP {kind[0]} {quote_ident(t)}")
     return summary
+
+
+def _verify_known_file(path: str, sha: str) -> None:
+    if not os.path.isfile(path):
+        raise IngestError(
+            f"The column mapping changed, so every file loaded before must be read again, but {path} is gone. "
+            "Put it back, restore the previous mapping, or start a new warehouse (CUSTOMER_ASSETS_WAREHOUSE)."
+        )
+    if file_sha256(path) != sha:
+        raise IngestError(
+            f"The column mapping changed, so every file loaded before must be read again, but {path} has changed "
+            f"since it was loaded (sha256 {sha[:12]}...). Restore that file, restore the previous mapping, or start "
+            "a new warehouse (CUSTOMER_ASSETS_WAREHOUSE)."
+        )
 
 
 def _mapping_hash(m: Mapping) -> str:
@@ -134,33 +185,17 @@ def _mapping_hash(m: Mapping) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-# Money is summed exactly: each line rounded to 6 decimals as a DECIMAL, then added without
-# floating-point error. (DOUBLE sums of 54M lines in different orders differ by a few cents, which
-# would fail an exact check for no lost money at all.)
-EXACT_MONEY = "coalesce(sum(CAST(round(line_total, 6) AS DECIMAL(38, 6))), 0)"
-
-
-def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
-    """raw = cleaned + quarantined, in rows (by key, not just by count) and in money."""
-    from customer_assets.ingestion.cleaning import parsed_select, raw_column_types
-
+def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Optional[Mapping] = None) -> dict:
+    """Rows read = cleaned + quarantined: every source row number of every file appears exactly once
+    across the two tables, the row counts add up to what ingested_files recorded, and so does the
+    money (exact DECIMAL sums). `mapping` is accepted for callers of the earlier signature."""
     raw_rows, raw_money = con.execute(
-        f"SELECT count(*), {EXACT_MONEY} FROM "
-        f"(SELECT {parsed_select(mapping, raw_column_types(con))} FROM raw_transactions)"
+        "SELECT coalesce(sum(rows), 0), coalesce(sum(money), 0) FROM ingested_files"
     ).fetchone()
     c_rows, c_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM cleaned_transactions").fetchone()
     q_rows, q_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM quarantined_transactions").fetchone()
-    missing, doubled = con.execute(
-        """WITH outcome AS (
-               SELECT source_file, source_row FROM cleaned_transactions
-               UNION ALL SELECT source_file, source_row FROM quarantined_transactions),
-           counted AS (SELECT source_file, source_row, count(*) AS n FROM outcome GROUP BY ALL)
-           SELECT
-             (SELECT count(*) FROM raw_transactions r ANTI JOIN counted o
-                USING (source_file, source_row)),
-             (SELECT count(*) FROM counted WHERE n > 1)"""
-    ).fetchone()
-    money_diff = raw_money - c_money - q_money  # Decimal arithmetic: exact
+    missing, doubled = _row_coverage(con)
+    money_diff = Decimal(raw_money) - c_money - q_money  # Decimal arithmetic: exact
     return {
         "raw_rows": int(raw_rows),
         "cleaned_rows": int(c_rows),
@@ -173,3 +208,51 @@ def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Mapping) -> dict:
         "rows_with_two_outcomes": int(doubled),
         "passed": raw_rows == c_rows + q_rows and missing == 0 and doubled == 0 and money_diff == 0,
     }
+
+
+COVERAGE_CHUNK_ROWS = 8_000_000  # source rows checked per query: bounds the memory of the check
+
+
+def _row_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(source rows without an outcome, source rows with more than one), exactly.
+
+    Each source file (or Excel sheet) numbers its rows 1..n. Per file, the row numbers found in the
+    two tables are counted with numpy (a bincount over a chunk of row numbers: far cheaper than a SQL
+    group-by over 54M (file, row) keys); n is what ingested_files recorded for that file. A file with
+    no row at all in either table counts all of its rows as missing."""
+    expected = {}
+    for path, rows in con.execute("SELECT path, rows FROM ingested_files").fetchall():
+        expected[path] = int(rows)
+    found = con.execute(
+        """SELECT source_file, max(source_row), count(*) FROM (
+               SELECT source_file, source_row FROM cleaned_transactions
+               UNION ALL SELECT source_file, source_row FROM quarantined_transactions)
+           GROUP BY source_file"""
+    ).fetchall()
+    missing = doubled = 0
+    sheet_rows: dict = {}
+    for source_file, max_row, _n in found:
+        # Excel sheets are "path#sheet" and number their rows per sheet; the file's total is the sum.
+        path = source_file if source_file in expected else source_file.rsplit("#", 1)[0]
+        n = int(max_row or 0)
+        sheet_rows[path] = sheet_rows.get(path, 0) + n
+        for lo in range(1, n + 1, COVERAGE_CHUNK_ROWS):
+            hi = min(n, lo + COVERAGE_CHUNK_ROWS - 1)
+            rows = con.execute(
+                """SELECT source_row FROM cleaned_transactions WHERE source_file = $f AND source_row BETWEEN $lo AND $hi
+                   UNION ALL
+                   SELECT source_row FROM quarantined_transactions WHERE source_file = $f AND source_row BETWEEN $lo AND $hi""",
+                {"f": source_file, "lo": lo, "hi": hi},
+            ).fetchnumpy()["source_row"]
+            counts = np.bincount(np.asarray(rows, dtype=np.int64) - lo, minlength=hi - lo + 1)
+            missing += int((counts == 0).sum())
+            doubled += int((counts > 1).sum())
+    # rows numbered below 1 would escape the chunks: count them as doubled outcomes of nothing
+    doubled += con.execute(
+        "SELECT (SELECT count(*) FROM cleaned_transactions WHERE source_row < 1) "
+        "+ (SELECT count(*) FROM quarantined_transactions WHERE source_row < 1)"
+    ).fetchone()[0]
+    for path, rows in expected.items():
+        # rows at the end of a file (beyond the highest row number found) that have no outcome
+        missing += max(0, rows - sheet_rows.get(path, 0))
+    return missing, doubled

@@ -1,4 +1,8 @@
-"""Find source files and read each one, every column as text, into a DuckDB staging table.
+"""Find source files and read each one into a DuckDB staging relation (temporary: it lives only for
+the ingestion step's connection; the source files themselves are the record of what was read).
+
+Parquet is staged as a TEMP VIEW over the file (no copy: the cleaning pass reads the file directly);
+CSV and Excel as a TEMP TABLE (their reading needs row bookkeeping for malformed lines and sheets).
 
 Staging columns: source_file, source_sha256, source_row (1-based data row, header excluded),
 malformed_line (the raw text of a line the CSV reader could not split, else NULL), then every
@@ -102,9 +106,10 @@ def read_into_staging(con: duckdb.DuckDBPyConnection, path: str, sha: str, mappi
     else:
         _read_csv(con, path, sha, mapping, table, info)
     info.rows = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0]
-    info.malformed = con.execute(
-        f"SELECT count(*) FROM {quote_ident(table)} WHERE malformed_line IS NOT NULL"
-    ).fetchone()[0]
+    if not (low.endswith(".parquet") or low.endswith(".pq")):  # a Parquet file has no malformed lines
+        info.malformed = con.execute(
+            f"SELECT count(*) FROM {quote_ident(table)} WHERE malformed_line IS NOT NULL"
+        ).fetchone()[0]
     if info.rows == 0:
         info.notes.append("header only: no data rows")
     if info.malformed:
@@ -115,19 +120,23 @@ def read_into_staging(con: duckdb.DuckDBPyConnection, path: str, sha: str, mappi
 def _create_empty_staging(con, table, columns):
     cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in columns)
     con.execute(
-        f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT CAST(NULL AS VARCHAR) AS source_file, "
+        f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT CAST(NULL AS VARCHAR) AS source_file, "
         f"CAST(NULL AS VARCHAR) AS source_sha256, CAST(NULL AS BIGINT) AS source_row, "
         f"CAST(NULL AS VARCHAR) AS malformed_line, {cols} WHERE false"
     )
 
 
-def _staging_select(columns: list[str], row_expr: str, as_text: bool = True) -> str:
+def _staging_select(columns: list[str], row_expr: str, as_text: bool = True, path: Optional[str] = None,
+                    sha: Optional[str] = None) -> str:
+    """The staging SELECT list; source file and sha256 as `?` parameters, or as literals (views
+    cannot hold parameters) when `path` and `sha` are given."""
     casts = ", ".join(
         f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" if as_text else quote_ident(c) for c in columns
     )
+    file_expr, sha_expr = ("?", "?") if path is None else (_sql_str(path), _sql_str(sha))
     return (
-        f"? AS source_file, ? AS source_sha256, CAST({row_expr} AS BIGINT) AS source_row, "
-        f"CAST(NULL AS VARCHAR) AS malformed_line, {casts}"
+        f"CAST({file_expr} AS VARCHAR) AS source_file, CAST({sha_expr} AS VARCHAR) AS source_sha256, "
+        f"CAST({row_expr} AS BIGINT) AS source_row, CAST(NULL AS VARCHAR) AS malformed_line, {casts}"
     )
 
 
@@ -137,11 +146,12 @@ def _read_parquet(con, path, sha, mapping, table):
     except duckdb.Error as e:
         raise IngestError(f"{path}: not a readable Parquet file ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
     mapping.check_columns(cols, path)
+    # A view, not a copy: Parquet columns keep their types (the values as read, without a text round
+    # trip), and writing 54M staged rows cost more than the cleaning itself.
     con.execute(
-        # Parquet columns keep their types: the values as read, without a text round trip.
-        f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT {_staging_select(cols, 'file_row_number + 1', False)} "
-        f"FROM read_parquet(?, file_row_number = true)",
-        [path, sha, path],
+        f"CREATE OR REPLACE TEMP VIEW {quote_ident(table)} AS SELECT "
+        f"{_staging_select(cols, 'file_row_number + 1', False, path, sha)} "
+        f"FROM read_parquet({_sql_str(path)}, file_row_number = true)"
     )
 
 
@@ -215,7 +225,7 @@ def _read_csv_with(con, path, sha, mapping, table, encoding):
         row_expr = "rowid + 1"
     null_cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in cols)
     con.execute(
-        f"""CREATE OR REPLACE TABLE {quote_ident(table)} AS
+        f"""CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS
             SELECT {_staging_select(cols, row_expr)} FROM __csv_read
             UNION ALL
             SELECT ? , ?, data_row, csv_line, {null_cols} FROM __rejects""",
@@ -246,7 +256,7 @@ def _read_whitespace(con, path, sha, mapping, table):
     df.insert(0, "source_file", path)
     con.register("__ws_df", df)
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM __ws_df")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT * FROM __ws_df")
     finally:
         con.unregister("__ws_df")
     return None
@@ -308,7 +318,7 @@ def _read_excel(con, path, sha, mapping, table, info: FileRead):
     con.register("__excel_df", combined)
     try:
         con.execute(
-            f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM __excel_df"
+            f"CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS SELECT * FROM __excel_df"
         )
     finally:
         con.unregister("__excel_df")

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 
 import duckdb
 import pandas as pd
@@ -167,7 +168,8 @@ def test_same_file_twice_is_loaded_once(tmp_path, con):
     ingest(con, src, m, None)
     second = ingest(con, src, m, None)
     assert second.skipped_known and not second.loaded
-    assert con.execute("SELECT count(*) FROM raw_transactions").fetchone()[0] == 1
+    assert con.execute("SELECT sum(rows) FROM ingested_files").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0] == 1
     # the same bytes under another name in the landing folder are recognised too
     landing = tmp_path / "incoming"
     landing.mkdir()
@@ -214,11 +216,14 @@ def test_xlsx_with_several_sheets(tmp_path, con):
     m.write_text(json.dumps(MAPPING))
     summary = ingest(con, str(path), str(m), None)
     assert any("About" in n for n in summary.loaded[0].notes)
-    files = {r[0] for r in con.execute("SELECT DISTINCT source_file FROM raw_transactions").fetchall()}
+    files = {r[0] for r in con.execute(
+        "SELECT source_file FROM cleaned_transactions UNION SELECT source_file FROM quarantined_transactions"
+    ).fetchall()}
     assert files == {f"{path}#Sales 2011", f"{path}#Sales 2012"}
     # the second sheet repeats the first: its rows are duplicates, nothing is lost
     assert con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM quarantined_transactions").fetchone()[0] == 3
+    assert reconciliation(con)["passed"]
     # a workbook where no sheet has the mapped columns names them all
     other = tmp_path / "other.xlsx"
     pd.DataFrame({"x": [1]}).to_excel(other, sheet_name="Only", index=False)
@@ -293,3 +298,48 @@ def test_incremental_load_equals_full_rebuild(tmp_path):
     assert dict(inc.execute("SELECT source_row, reason FROM quarantined_transactions WHERE source_file = ?",
                             [b]).fetchall()) == {1: "duplicate", 3: "duplicate", 4: "cancellation"}
     assert reconciliation(inc, load_mapping(m))["passed"]
+
+
+def test_reconciliation_finds_a_doubled_row_and_a_changed_amount(tmp_path, con):
+    src, m = write(tmp_path, "t.csv", "\n".join([HEADER] + [r for r, _ in RULE_ROWS]) + "\n")
+    ingest(con, src, m, None)
+    assert reconciliation(con)["passed"]
+    # a row with two outcomes (the same source row cleaned twice)
+    con.execute("INSERT INTO cleaned_transactions SELECT * FROM cleaned_transactions LIMIT 1")
+    rec = reconciliation(con)
+    assert not rec["passed"] and rec["rows_with_two_outcomes"] == 1
+    con.execute("DELETE FROM cleaned_transactions WHERE rowid = (SELECT max(rowid) FROM cleaned_transactions)")
+    assert reconciliation(con)["passed"]
+    # the last row of the file lost: found although no later row number reveals the gap
+    last = con.execute("SELECT max(source_row) FROM quarantined_transactions").fetchone()[0]
+    con.execute(f"DELETE FROM quarantined_transactions WHERE source_row = {last}")
+    con.execute(f"DELETE FROM cleaned_transactions WHERE source_row = {last}")
+    rec = reconciliation(con)
+    assert not rec["passed"] and rec["raw_rows_without_outcome"] == 1
+
+
+def test_mapping_change_reads_every_loaded_file_again(tmp_path, con):
+    src, m = write(tmp_path, "t.csv", "\n".join([HEADER] + [r for r, _ in RULE_ROWS]) + "\n")
+    ingest(con, src, m, None)
+    before = outcomes(con)
+    # one more non-product code (no row has it): a changed mapping, so both tables are rebuilt from the file
+    (tmp_path / "mapping.json").write_text(json.dumps(dict(MAPPING, non_product_codes=["POST", "BANK CHARGES", "DOT"])))
+    summary = ingest(con, src, m, None)
+    assert summary.rebuilt and [f.path for f in summary.reread] == [src] and not summary.loaded
+    assert outcomes(con) == before
+    assert reconciliation(con)["passed"]
+    assert con.execute("SELECT count(*) FROM ingested_files").fetchone()[0] == 1
+
+
+def test_mapping_change_with_a_loaded_file_gone_names_it(tmp_path, con):
+    src, m = write(tmp_path, "t.csv", HEADER + "\n" + RULE_ROWS[0][0] + "\n")
+    ingest(con, src, m, None)
+    os.remove(src)
+    other = tmp_path / "new.csv"
+    other.write_text(HEADER + "\n" + RULE_ROWS[1][0] + "\n")
+    (tmp_path / "mapping.json").write_text(json.dumps(dict(MAPPING, non_product_codes=["DOT"])))
+    with pytest.raises(IngestError, match=r"t\.csv is gone"):
+        ingest(con, str(other), m, None)
+    # nothing was changed: the earlier tables are still there and still reconcile
+    assert con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0] == 1
+    assert reconciliation(con)["passed"]
