@@ -20,19 +20,18 @@ import numpy as np
 import pandas as pd
 
 
+def _hash_units(ids) -> np.ndarray:
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(cid).encode(), digest_size=8).digest(), "big") / 2.0**64 for cid in ids),
+        dtype=np.float64, count=len(ids),
+    )
+
+
 def customer_hash_unit(customer_ids: pd.Series) -> np.ndarray:
     """A stable value in [0, 1) per customer id (blake2b of the id text: independent of Python's
-    per-process hash seed and of the pandas version)."""
-    ids = customer_ids.astype(str).to_numpy()
-    out = np.empty(len(ids), dtype=np.float64)
-    cache: dict = {}
-    for i, cid in enumerate(ids):
-        v = cache.get(cid)
-        if v is None:
-            v = int.from_bytes(hashlib.blake2b(cid.encode(), digest_size=8).digest(), "big") / 2.0**64
-            cache[cid] = v
-        out[i] = v
-    return out
+    per-process hash seed and of the pandas version). Each distinct id is hashed once."""
+    codes, uniques = pd.factorize(customer_ids.astype(str), sort=False)
+    return _hash_units(uniques)[codes]
 
 
 def sample_customers(df: pd.DataFrame, max_customers: int, id_col: str = "customer_id") -> pd.DataFrame:
@@ -41,11 +40,11 @@ def sample_customers(df: pd.DataFrame, max_customers: int, id_col: str = "custom
     Keeps every row of a chosen customer. `max_customers <= 0` means no limit."""
     if max_customers <= 0:
         return df
-    n_customers = df[id_col].nunique()
-    if n_customers <= max_customers:
+    codes, uniques = pd.factorize(df[id_col].astype(str), sort=False)
+    if len(uniques) <= max_customers:
         return df
-    u = customer_hash_unit(df[id_col])
+    per_customer = _hash_units(uniques)
     # the max_customers smallest hash values: an exact count, whatever the hash distribution
-    unique_u = np.unique(u)
-    cutoff = unique_u[max_customers - 1]
-    return df[u <= cutoff].reset_index(drop=True)
+    chosen = np.zeros(len(uniques), dtype=bool)
+    chosen[np.argpartition(per_customer, max_customers - 1)[:max_customers]] = True
+    return df[chosen[codes]].reset_index(drop=True)
