@@ -62,7 +62,7 @@ def _spec(best: Optional[clv.FitAttempt]) -> Optional[dict]:
 
 
 def clv_holdout_predictions(cal: pd.DataFrame, buying: Optional[dict], spend: Optional[dict], horizon_days: int) -> pd.DataFrame:
-    pred = clv.predict_customers(cal, buying, spend, horizon_days / 7.0)
+    pred = clv.predict_customers(cal, buying, spend, horizon_days / 7.0, with_clv=False)
     pred["pred_revenue_clv"] = pred["expected_purchases"] * pred["expected_avg_order_value"]
     return pred.rename(columns={"expected_purchases": "pred_purchases_clv"})[
         ["customer_id", "pred_purchases_clv", "pred_revenue_clv", "expected_avg_order_value"]
@@ -236,6 +236,15 @@ class LtvTraining:
 MIN_TRAIN_ROWS = 30
 
 
+def fit_sample(frame: pd.DataFrame, max_customers: int) -> pd.DataFrame:
+    """The stacked rows of `sample_customers`' customers, hashing each distinct id once (the stacked
+    frame repeats every customer once per snapshot)."""
+    if max_customers <= 0 or frame["customer_id"].nunique() <= max_customers:
+        return frame
+    keep = sample_customers(pd.DataFrame({"customer_id": frame["customer_id"].unique()}), max_customers)
+    return frame[frame["customer_id"].isin(keep["customer_id"])].reset_index(drop=True)
+
+
 def train_ltv(
     con: duckdb.DuckDBPyConnection,
     as_of: dt.date,
@@ -268,7 +277,7 @@ def train_ltv(
         return out
     out.features = gbm.feature_names(train)
     out.train_rows = len(train)
-    fit = sample_customers(train, max_fit_customers)
+    fit = fit_sample(train, max_fit_customers)
     out.fit_rows, out.fit_customers = len(fit), int(fit["customer_id"].nunique())
     eval_model = gbm.fit_xgb(fit, out.features)
     del fit
@@ -294,7 +303,7 @@ def train_ltv(
     out.comparison = pd.DataFrame([ev.flat_metrics(k, v) for k, v in out.metrics.items()])
 
     prod = gbm.training_frame(con, out.production_snapshots, horizon_days)
-    prod_fit = sample_customers(prod, max_fit_customers)
+    prod_fit = fit_sample(prod, max_fit_customers)
     out.model = gbm.fit_xgb(prod_fit, out.features)
     if models_dir is not None:
         xm = out.metrics["xgboost"]["revenue"]

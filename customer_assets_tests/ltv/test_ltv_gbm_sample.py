@@ -2,8 +2,10 @@
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from ltv_synthetic import synthetic_rows
 
+from customer_assets.common.sampling import sample_customers
 from customer_assets.ingestion.schema import write_cleaned
 from customer_assets.ltv import gbm
 from customer_assets.ltv import training as tr
@@ -24,6 +26,8 @@ def test_xgboost_fits_on_max_fit_customers_and_evaluates_on_all(con, monkeypatch
     assert res.train_rows == full.train_rows
     assert res.fit_customers == 60 and res.fit_rows < res.train_rows
     assert [f["customer_id"].nunique() for f in fitted] == [60, 60]  # evaluation model and production model
+    train = gbm.training_frame(con, res.train_snapshots, 90)
+    pd.testing.assert_frame_equal(fitted[0], sample_customers(train, 60))  # common.sampling's customers
     # every customer of a sampled model is in it at every one of its snapshots
     for f in fitted:
         per_snapshot = f.groupby("snapshot_date")["customer_id"].apply(set).tolist()

@@ -120,3 +120,33 @@ def test_value_deciles():
     assert d.tolist() == [i // 2 + 1 for i in range(20)]
     assert value_deciles(pd.Series([np.nan, np.nan])).isna().all()
     assert lifetimes.__version__ == "0.11.3"
+
+
+def test_predictions_per_distinct_history_equal_per_customer_ones():
+    """predict_customers evaluates the buying model once per distinct (frequency, recency, T) and
+    spreads the values back: every customer must get what lifetimes gives for his own row."""
+    rng = np.random.default_rng(4)
+    n = 500
+    T = rng.integers(1, 12, n).astype(float)
+    summary = pd.DataFrame({
+        "customer_id": [f"C{i}" for i in range(n)],
+        "frequency": rng.integers(0, 4, n).astype(float),
+        "T": T,
+        "monetary_value": rng.choice([0.0, 20.0, 35.5], n),
+    })
+    summary["recency"] = np.where(summary["frequency"] > 0, np.minimum(rng.integers(0, 12, n), T), 0.0)
+    summary["monetary_value"] = summary["monetary_value"].where(summary["frequency"] > 0, 0.0)
+    assert summary[["frequency", "recency", "T"]].drop_duplicates().shape[0] < n / 2  # many shared histories
+    for model, params in (("BetaGeoFitter", CDNOW_BG), ("ParetoNBDFitter", {"r": 0.55, "alpha": 10.58, "s": 0.61, "beta": 11.67})):
+        pred = clv.predict_customers(summary, {"model": model, "params": params},
+                                     {"model": "GammaGammaFitter", "params": CDNOW_GG}, 13.0, 12, 0.01)
+        f = clv.build_fitter(model, params)
+        x, tx, T_ = summary["frequency"], summary["recency"], summary["T"]
+        np.testing.assert_allclose(pred["expected_purchases"], f.conditional_expected_number_of_purchases_up_to_time(13.0, x, tx, T_), rtol=1e-12)
+        np.testing.assert_allclose(pred["prob_alive"], np.clip(f.conditional_probability_alive(x, tx, T_), 0, 1), rtol=1e-12)
+        ref = clv.discounted_clv(f, x, tx, T_, pred["expected_avg_order_value"].to_numpy(), 12, 0.01)
+        np.testing.assert_allclose(pred["clv"], ref, rtol=1e-9)
+        no_clv = clv.predict_customers(summary, {"model": model, "params": params},
+                                       {"model": "GammaGammaFitter", "params": CDNOW_GG}, 13.0, with_clv=False)
+        assert no_clv["clv"].isna().all()
+        pd.testing.assert_series_equal(no_clv["expected_purchases"], pred["expected_purchases"])
