@@ -22,19 +22,18 @@ def customer_coverage(con, table: str) -> dict:
         ).fetchone()[0]
         return {"passed": expected == 0, "rows": 0, "expected_customers": int(expected)}
     rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {t}").fetchone()
-    missing, extra = con.execute(
-        f"""WITH expected AS (
+    # one scan of cleaned_transactions: the expected set is materialized once and counted, not
+    # recomputed by a second count(DISTINCT) query
+    expected, missing, extra = con.execute(
+        f"""WITH expected AS MATERIALIZED (
                 SELECT DISTINCT customer_id FROM cleaned_transactions
                 WHERE customer_id IS NOT NULL AND order_date <= ?),
-            got AS (SELECT DISTINCT customer_id FROM {t})
-            SELECT (SELECT count(*) FROM (SELECT * FROM expected EXCEPT SELECT * FROM got)),
+            got AS MATERIALIZED (SELECT DISTINCT customer_id FROM {t})
+            SELECT (SELECT count(*) FROM expected),
+                   (SELECT count(*) FROM (SELECT * FROM expected EXCEPT SELECT * FROM got)),
                    (SELECT count(*) FROM (SELECT * FROM got EXCEPT SELECT * FROM expected))""",
         [snap[1]],
     ).fetchone()
-    expected = con.execute(
-        "SELECT count(DISTINCT customer_id) FROM cleaned_transactions WHERE customer_id IS NOT NULL AND order_date <= ?",
-        [snap[1]],
-    ).fetchone()[0]
     return {
         "passed": bool(rows == distinct == expected and missing == 0 and extra == 0 and snap[0] == snap[1]),
         "rows": int(rows), "distinct_customers": int(distinct), "expected_customers": int(expected),
