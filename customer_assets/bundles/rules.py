@@ -4,14 +4,14 @@ Why it scales (Online Retail x20: 7.8M cleaned lines, 368k orders, see docs/bund
 1. One cheap pass per product in DuckDB (line counts): a product's line count is >= its order count,
    so only products with at least `min_count = ceil(min_support * n_orders)` lines can be frequent.
 2. One pass over cleaned_transactions in DuckDB, grouped by order only: each order's basket of those
-   candidate products as a bitset (`bit_or` of one 64-bit word per 64 products, so a product twice on
-   one order counts once), then identical baskets are grouped and counted. Nothing transaction-level
+   candidate products as a bitstring (`bitstring_agg`, so a product twice on one order counts once),
+   then identical baskets are grouped and counted. Nothing transaction-level
    leaves DuckDB: Python gets one row per distinct basket with its number of orders (weight).
 3. Exact order counts per product are the weighted bit counts; frequent items are those >= min_count.
 4. Apriori level by level on the weighted baskets (vertical layout): all pairs of frequent items are
    counted at once (a sparse X^T W X), then for k >= 3 the Apriori candidates (two frequent
    (k-1)-itemsets sharing their first k-2 items, every (k-1)-subset frequent) are counted by
-   intersecting the item's basket lists. Every count is an exact number of orders over all orders
+   intersecting the items' basket lists. Every count is an exact number of orders over all orders
    (no sampling), so support = count / n_orders exactly.
 5. mlxtend's `association_rules` enumerates the rules; the metrics are recomputed from the exact
    integer order counts and filtered.
@@ -29,11 +29,12 @@ from typing import Optional
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from customer_assets.bundles.tables import empty_sql, write_typed
 
-# Distinct baskets are decoded from their bitsets this many at a time (bounds the bool block in memory:
+# Distinct baskets are decoded from their bitstrings this many at a time (bounds the text block in memory:
 # 100k baskets x 635 candidate items = 64 MB at min_support 0.01).
 DECODE_CHUNK_ROWS = 100_000
 
@@ -133,53 +134,45 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     return dict(rows)
 
 
-def _basket_bitsets(con, where: str, params: list, candidates: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct baskets of the candidate products (one row per distinct set, any size >= 1) and how many
-    orders hold exactly that set: (words uint64 [baskets x ceil(k/64)], orders int64 [baskets]).
+def _distinct_baskets(con, where: str, params: list, candidates: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The distinct baskets of the candidate products (one row per distinct set, any size >= 1) as a
+    0/1 CSR matrix (baskets x candidates, int64), and how many orders hold exactly that set.
 
-    Grouped by order in DuckDB with bit_or (a product twice on one order sets its bit once), then by
-    basket: only orders holding a candidate product appear."""
+    DuckDB groups the lines by order into a bitstring of the candidates (`bitstring_agg`: a product twice
+    on one order sets its bit once), then groups identical bitstrings; only orders holding a candidate
+    appear. Python decodes the bitstrings DECODE_CHUNK_ROWS baskets at a time."""
     k = len(candidates)
-    n_words = (k + 63) // 64
-    col = np.arange(k)
-    cand = pd.DataFrame({
-        "product_id": pd.Series(candidates, dtype="string"),
-        "word": (col // 64).astype(np.int32),
-        "bit": np.left_shift(np.uint64(1), (col % 64).astype(np.uint64)),
-    })
-    per_word = ", ".join(f"bit_or(c.bit) FILTER (WHERE c.word = {j}) AS w{j}" for j in range(n_words))
-    words = ", ".join(f"coalesce(w{j}, 0::UBIGINT) AS w{j}" for j in range(n_words))
-    con.register("__bundle_candidates", cand)
+    con.register("__bundle_candidates", pd.DataFrame({
+        "product_id": pd.Series(candidates, dtype="string"), "col": np.arange(k, dtype=np.int32)}))
     try:
-        got = con.execute(
+        reader = con.execute(
             f"""
-            SELECT {words}, count(*) AS orders FROM (
-                SELECT {per_word}
+            SELECT bits::VARCHAR AS bits, count(*) AS orders FROM (
+                SELECT bitstring_agg(c.col, 0, {k - 1}) AS bits
                 FROM cleaned_transactions t JOIN __bundle_candidates c USING (product_id)
                 WHERE {where}
                 GROUP BY t.order_id)
-            GROUP BY ALL
+            GROUP BY bits
             """,
             params,
-        ).fetchnumpy()
+        ).to_arrow_reader(DECODE_CHUNK_ROWS)
+        rows, cols, weights, start = [], [], [], 0
+        for batch in reader:
+            # every bitstring is k characters '0'/'1', character i = candidate i
+            text = batch.column(0).cast(pa.large_binary())
+            offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
+            chars = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            r, c = np.nonzero(chars.reshape(len(text), k) == ord("1"))
+            rows.append(r + start)
+            cols.append(c)
+            weights.append(batch.column(1).to_numpy().astype(np.int64))
+            start += len(text)
     finally:
         con.unregister("__bundle_candidates")
-    bits = np.column_stack([np.asarray(got[f"w{j}"], dtype=np.uint64) for j in range(n_words)])
-    return bits, np.asarray(got["orders"], dtype=np.int64)
-
-
-def _bitsets_to_csr(bits: np.ndarray, k: int) -> sp.csr_matrix:
-    """[baskets x words] uint64 bitsets -> baskets x k 0/1 CSR (int64), decoded in bounded chunks."""
-    rows, cols = [], []
-    for start in range(0, len(bits), DECODE_CHUNK_ROWS):
-        block = np.ascontiguousarray(bits[start:start + DECODE_CHUNK_ROWS]).astype("<u8", copy=False)
-        dense = np.unpackbits(block.view(np.uint8), axis=1, bitorder="little")[:, :k]
-        r, c = np.nonzero(dense)
-        rows.append(r + start)
-        cols.append(c)
     r = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
     c = np.concatenate(cols) if cols else np.array([], dtype=np.int64)
-    return sp.csr_matrix((np.ones(len(r), dtype=np.int64), (r, c)), shape=(len(bits), k))
+    weight = np.concatenate(weights) if weights else np.array([], dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(r), dtype=np.int64), (r, c)), shape=(start, k)), weight
 
 
 def _frequent_itemsets(x: sp.csr_matrix, weight: np.ndarray, min_count: int, max_len: int) -> dict:
@@ -269,9 +262,7 @@ def mine_rules(
     candidates = [str(p) for p, n in zip(lines["product_id"], lines["n"]) if n >= stats.min_count]
     item_ids, item_counts = [], {}
     if candidates:
-        bits, weight = _basket_bitsets(con, where, params, candidates)
-        x = _bitsets_to_csr(bits, len(candidates))
-        del bits
+        x, weight = _distinct_baskets(con, where, params, candidates)
         counts = np.asarray(weight @ x).ravel()  # exact order count per candidate product
         frequent_cols = np.flatnonzero(counts >= stats.min_count)
         item_ids = [candidates[c] for c in frequent_cols]
