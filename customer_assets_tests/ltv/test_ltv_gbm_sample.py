@@ -1,5 +1,7 @@
 """The XGBoost spend models are fit on a bounded customer sample; evaluation uses every customer."""
 
+import base64
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -47,3 +49,5 @@ def test_ltv_model_asset_uses_the_setting(tmp_path, resources_for):
     meta = result.asset_materializations_for_node("ltv_model")[0].metadata
     assert meta["fit_customers"].value == 50
     assert meta["fit_rows"].value < meta["train_rows"].value
+    png = (tmp_path / "reports" / "ltv_holdout_deciles.png").read_bytes()  # the UI chart is the saved PNG
+    assert meta["decile_chart"].value == f"![decile chart](data:image/png;base64,{base64.b64encode(png).decode()})"
