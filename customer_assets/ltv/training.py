@@ -236,15 +236,6 @@ class LtvTraining:
 MIN_TRAIN_ROWS = 30
 
 
-def fit_sample(frame: pd.DataFrame, max_customers: int) -> pd.DataFrame:
-    """The stacked rows of `sample_customers`' customers, hashing each distinct id once (the stacked
-    frame repeats every customer once per snapshot)."""
-    if max_customers <= 0 or frame["customer_id"].nunique() <= max_customers:
-        return frame
-    keep = sample_customers(pd.DataFrame({"customer_id": frame["customer_id"].unique()}), max_customers)
-    return frame[frame["customer_id"].isin(keep["customer_id"])].reset_index(drop=True)
-
-
 def train_ltv(
     con: duckdb.DuckDBPyConnection,
     as_of: dt.date,
@@ -277,7 +268,7 @@ def train_ltv(
         return out
     out.features = gbm.feature_names(train)
     out.train_rows = len(train)
-    fit = fit_sample(train, max_fit_customers)
+    fit = sample_customers(train, max_fit_customers)
     out.fit_rows, out.fit_customers = len(fit), int(fit["customer_id"].nunique())
     eval_model = gbm.fit_xgb(fit, out.features)
     del fit
@@ -303,7 +294,7 @@ def train_ltv(
     out.comparison = pd.DataFrame([ev.flat_metrics(k, v) for k, v in out.metrics.items()])
 
     prod = gbm.training_frame(con, out.production_snapshots, horizon_days)
-    prod_fit = fit_sample(prod, max_fit_customers)
+    prod_fit = sample_customers(prod, max_fit_customers)
     out.model = gbm.fit_xgb(prod_fit, out.features)
     if models_dir is not None:
         xm = out.metrics["xgboost"]["revenue"]
