@@ -105,7 +105,7 @@ def _validate(min_support: float, min_confidence: float, min_lift: float, max_le
 
 def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) -> dict:
     """product_id -> its most frequent product_name (descriptions vary between lines; a tie goes to the
-    alphabetically first, so the same data always gives the same name).
+    alphabetically last, as in dim_product, so the same data always gives the same name).
 
     `product_ids`: only these products (the scan still reads every line, but aggregates only theirs)."""
     where = "AND order_date <= ?" if as_of is not None else ""
@@ -120,7 +120,7 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     try:
         rows = con.execute(
             f"""
-            SELECT product_id, first(product_name ORDER BY n DESC, product_name) FROM (
+            SELECT product_id, arg_max(product_name, (n, product_name)) FROM (
                 SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
                 WHERE product_id IS NOT NULL AND product_name IS NOT NULL {where} {only}
                 GROUP BY ALL)
