@@ -394,7 +394,11 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     build_id = uuid.uuid4().hex
     if p.startswith(BASE_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {BASE_SCHEMA}")
-    con.execute("BEGIN TRANSACTION")
+    # all tables and the meta row in one transaction, or in the caller's if one is open (a BEGIN
+    # inside it would abort it); in autocommit mode every statement has a new transaction id
+    own = con.execute("SELECT txid_current()").fetchone()[0] != con.execute("SELECT txid_current()").fetchone()[0]
+    if own:
+        con.execute("BEGIN TRANSACTION")
     try:
         for stmt in _build_statements(p, optional, with_returns):
             con.execute(stmt)
@@ -403,9 +407,11 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
             "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",
             [fingerprint, build_id, json.dumps(list(optional)), with_returns],
         )
-        con.execute("COMMIT")
+        if own:
+            con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        if own:
+            con.execute("ROLLBACK")
         raise
     return FeatureBase(p, build_id, optional, with_returns)
 

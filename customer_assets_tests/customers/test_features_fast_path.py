@@ -142,3 +142,11 @@ def test_fingerprint_changes_on_checkpointed_rewrite_of_a_big_table(tmp_path):
     con.execute("CHECKPOINT")
     assert f.data_fingerprint(con) != before
     con.close()
+
+
+def test_build_inside_a_callers_transaction(con):
+    write_cleaned(con, BEFORE)
+    con.execute("BEGIN TRANSACTION")
+    fast = con.execute(f.features_query(con, "2021-06-30")).df()
+    con.execute("COMMIT")
+    assert_same(fast, con.execute(f.reference_features_query(con, "2021-06-30")).df())
