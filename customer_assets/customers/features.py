@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 import json
 import uuid
 from collections import OrderedDict
@@ -377,12 +378,17 @@ def _build_statements(p: str, optional, with_returns: bool) -> list:
     return stmts
 
 
+_LAYOUT_VERSION = hashlib.sha256(inspect.getsource(_build_statements).encode()).hexdigest()[:16]
+
+
 def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     """The compact base tables for the current data, (re)built when absent or stale."""
     if not table_exists(con, "cleaned_transactions"):
         raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
     p = _base_prefix(con)
-    fingerprint = data_fingerprint(con)
+    # the layout version is part of the key: a warehouse built by an earlier version of the build
+    # statements is rebuilt, not read with the wrong columns
+    fingerprint = data_fingerprint(con) + ":" + _LAYOUT_VERSION
     meta_table = p + "meta"
     row = None
     if _base_exists(con, p):
