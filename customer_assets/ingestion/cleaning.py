@@ -266,10 +266,11 @@ def clean(con, mapping: Mapping, staged: str, incremental: bool = False) -> dict
         f"CAST({'CAST(order_datetime AS DATE)' if k == 'order_date' else k} AS {t}) AS {k}"
         for k, t in CLEANED_COLUMNS.items()
     )
+    # ANTI JOIN, not NOT EXISTS: DuckDB plans the correlated form as a mark join over every row
+    # (measured at 10.8M lines: 17.7 -> 11.3 CPU s for the same rows)
     cleaned_sql = f"""SELECT {cleaned_cols} FROM __classified c
-            WHERE first_reason IS NULL
-              AND NOT EXISTS (SELECT 1 FROM __duplicates d
-                              WHERE d.source_file = c.source_file AND d.source_row = c.source_row)"""
+            ANTI JOIN __duplicates d USING (source_file, source_row)
+            WHERE first_reason IS NULL"""
 
     def q_select(reason_expr: str, detail_expr: str) -> str:
         exprs = {"reason": reason_expr, "detail": detail_expr, "order_date": "CAST(order_datetime AS DATE)",

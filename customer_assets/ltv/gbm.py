@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from customer_assets.common.threads import fit_threads
 from customer_assets.ltv.summary import _date_literal
 
 SNAPSHOT_STEP_DAYS = 30
@@ -34,7 +35,8 @@ XGB_PARAMS = dict(
     min_child_weight=5,
     subsample=0.8,
     colsample_bytree=0.8,
-    n_jobs=1,  # threads fight each other on a busy 2-core machine (measured: 2 threads 50x slower under load)
+    # n_jobs is set per fit by common.threads.fit_threads: every core when the machine is idle, one
+    # when it is busy (threads fight each other there: measured 2 threads 50x slower under load)
     random_state=0,
 )
 
@@ -81,7 +83,7 @@ def training_frame(con, snapshots: list, horizon_days: int) -> pd.DataFrame:
 def fit_xgb(train: pd.DataFrame, features: list):
     from xgboost import XGBRegressor
 
-    model = XGBRegressor(**XGB_PARAMS)
+    model = XGBRegressor(**XGB_PARAMS, n_jobs=fit_threads())
     model.fit(train[features].astype(float), train["label_spend"].astype(float))
     return model
 
