@@ -26,24 +26,53 @@ STAR_SQL = {
             line_total
         FROM cleaned_transactions
     """,
+    # dim_customer and dim_product aggregate first and join names / countries to the aggregate
+    # (joining every line first cost twice as much at 10.8M lines, with the same result).
     "dim_customer": """
-        SELECT
-            customer_id,
-            min(order_datetime) AS first_purchase,
-            max(order_datetime) AS last_purchase,
-            -- a customer who ordered from several countries gets the one with most orders
-            arg_max(country, country_orders) AS country,
-            count(DISTINCT order_id) AS orders,
-            round(sum(line_total), 2) AS revenue,
-            count(DISTINCT product_id) AS distinct_products
-        FROM (
-            SELECT *, count(DISTINCT order_id) OVER (PARTITION BY customer_id, country) AS country_orders
+        WITH orders AS (
+            -- one row per (customer, order, country): ~20x fewer rows than lines
+            SELECT customer_id, order_id, country,
+                   min(order_datetime) AS first_dt, max(order_datetime) AS last_dt, sum(line_total) AS revenue
             FROM cleaned_transactions
+            GROUP BY customer_id, order_id, country
+        ),
+        main_country AS (
+            -- a customer who ordered from several countries gets the one with most orders
+            -- (a tie goes to the alphabetically last, so the result is stable)
+            SELECT customer_id, arg_max(country, (n, country)) AS country
+            FROM (SELECT customer_id, country, count(*) AS n FROM orders GROUP BY customer_id, country)
+            GROUP BY customer_id
+        ),
+        products AS (
+            SELECT customer_id, count(DISTINCT product_id) AS distinct_products
+            FROM cleaned_transactions GROUP BY customer_id
         )
-        GROUP BY customer_id
+        SELECT
+            o.customer_id,
+            min(o.first_dt) AS first_purchase,
+            max(o.last_dt) AS last_purchase,
+            any_value(m.country) AS country,
+            count(DISTINCT o.order_id) AS orders,
+            round(sum(o.revenue), 2) AS revenue,
+            any_value(p.distinct_products) AS distinct_products
+        FROM orders o
+        JOIN main_country m ON m.customer_id = o.customer_id
+        JOIN products p ON p.customer_id = o.customer_id
+        GROUP BY o.customer_id
     """,
     "dim_product": """
-        WITH names AS (
+        WITH agg AS (
+            SELECT product_id,
+                   min(order_datetime) AS first_sale,
+                   max(order_datetime) AS last_sale,
+                   sum(quantity) AS units_sold,
+                   round(sum(line_total), 2) AS revenue,
+                   median(unit_price) AS median_unit_price,
+                   count(DISTINCT order_id) AS orders
+            FROM cleaned_transactions WHERE product_id IS NOT NULL
+            GROUP BY product_id
+        ),
+        names AS (
             SELECT product_id, product_name, count(*) AS n
             FROM cleaned_transactions WHERE product_id IS NOT NULL
             GROUP BY ALL
@@ -54,18 +83,9 @@ STAR_SQL = {
                    count(*) AS description_variants
             FROM names GROUP BY product_id
         )
-        SELECT
-            t.product_id,
-            b.product_name,
-            b.description_variants,
-            min(t.order_datetime) AS first_sale,
-            max(t.order_datetime) AS last_sale,
-            sum(t.quantity) AS units_sold,
-            round(sum(t.line_total), 2) AS revenue,
-            median(t.unit_price) AS median_unit_price,
-            count(DISTINCT t.order_id) AS orders
-        FROM cleaned_transactions t JOIN best_name b USING (product_id)
-        GROUP BY t.product_id, b.product_name, b.description_variants
+        SELECT a.product_id, b.product_name, b.description_variants, a.first_sale, a.last_sale,
+               a.units_sold, a.revenue, a.median_unit_price, a.orders
+        FROM agg a JOIN best_name b USING (product_id)
     """,
     "dim_date": """
         WITH bounds AS (SELECT min(order_date) AS lo, max(order_date) AS hi FROM cleaned_transactions)
