@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from customer_assets.ingestion.pipeline import ingest, reconciliation
     from customer_assets.ingestion.mapping import load_mapping
     from customer_assets.ingestion.quality import run_quality
-    from customer_assets.warehouse.star import STAR_SQL
+    from customer_assets.warehouse.star import STAR_SQL, build_table
 
     source = prepare_data(args.n, args.data_dir)[0]["path"]
     mapping = str(REPO / "data" / "online_retail_mapping.json")
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         run_quality(con)
         report(log, 5, f"run_quality (SQL part; the rest is GE) {time.perf_counter() - t0:.1f} s")
         log.clear()
-        for name, sql in STAR_SQL.items():
-            con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql}")
+        for name in STAR_SQL:
+            build_table(con, name)
         report(log, 10, "star schema")
         con._con.close()
     tmp.cleanup()

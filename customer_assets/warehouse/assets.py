@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.common.metadata import fig_to_md, table_metadata
-from customer_assets.warehouse.star import DESCRIPTIONS, STAR_SQL, build_table
+from customer_assets.warehouse.star import DESCRIPTIONS, READS, STAR_SQL, build_table
 
 GROUP = "warehouse"
 
@@ -41,7 +41,7 @@ def _make_asset(name: str):
         group_name=GROUP,
         kinds={"duckdb"},
         pool="duckdb",
-        deps=["cleaned_transactions"],
+        deps=["cleaned_transactions", *READS.get(name, [])],
         description=DESCRIPTIONS[name],
     )
     def _asset(duckdb: DuckDBResource) -> dg.MaterializeResult:

@@ -31,7 +31,7 @@ def _write_df(con, name, df):
 
 def write_report_inputs(con):
     write_upstream(con)
-    for name in ("sales_trends", "top_products", "revenue_by_region"):
+    for name in ("sales_trends", "dim_product", "top_products", "revenue_by_region"):
         con.execute(f"CREATE OR REPLACE TABLE {name} AS {STAR_SQL[name]}")
     as_of = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TABLE cohort_retention AS {cohort_retention_sql(as_of)}")
