@@ -240,12 +240,14 @@ def clean(con, mapping: Mapping, staged: str, incremental: bool = False) -> dict
     # incremental case the rows already cleaned take part too, ranked first (they were loaded first).
     kept_hashes, kept_rows = "", ""
     if incremental:
-        # a duplicate has the same customer: only those customers' cleaned rows need hashing
+        # a duplicate has the same order id (part of the key): only the cleaned rows of the new
+        # rows' orders need hashing (selecting by customer hashed whole histories: 5 s at N=20)
         kept = f"""FROM cleaned_transactions
-                   WHERE customer_id IN (SELECT customer_id FROM __classified WHERE dup_hash IS NOT NULL)"""
+                   WHERE order_id IN (SELECT order_id FROM __classified WHERE dup_hash IS NOT NULL)"""
         kept_hashes = f"UNION ALL SELECT hash({key}) AS dup_hash {kept}"
         kept_rows = f"""UNION ALL BY NAME
-                   SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash {kept}"""
+                   SELECT * FROM (SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash {kept})
+                   WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)"""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __dup_hashes AS
             SELECT dup_hash FROM (SELECT dup_hash FROM __classified WHERE dup_hash IS NOT NULL {kept_hashes})
