@@ -95,45 +95,103 @@ def pair_candidates(
     min_orders: int,
     min_confidence: float,
     min_lift: float,
+    top: int | None = None,
+    dead_ids: set[str] | None = None,
 ) -> pd.DataFrame:
     """Single partners Q for each product P in `product_ids`, counted in SQL over the baskets up to
     as_of: >= min_orders orders with both, lift >= min_lift, confidence P->Q or Q->P >= min_confidence.
-    Same columns as _candidates_sql (evidence_source = SOURCE_PAIRS)."""
+    Same columns as _candidates_sql (evidence_source = SOURCE_PAIRS). With `top` and `dead_ids` (the
+    dead-stock products), only pairs that can still be among the `top` of their product in
+    dead_stock_bundles' ranking are returned (the others cannot change its result)."""
     from customer_assets.bundles.rules import product_names
 
-    tmp = f"__pair_baskets_{uuid.uuid4().hex[:8]}"
-    con.execute(
-        f"CREATE TEMP TABLE {tmp} AS SELECT DISTINCT order_id, product_id FROM cleaned_transactions "
-        "WHERE product_id IS NOT NULL AND order_id IS NOT NULL AND order_date <= ?",
-        [as_of],
-    )
+    # Only the dead products' orders are expanded: their distinct lines (d), the lines of those orders
+    # per (order, product) (o) and the pairs counted from them. The lift and confidence denominators
+    # (each partner's distinct orders, k) need the full table; they are counted exactly only for the
+    # partners that can still rank in the top `top` of some product. Bounds without that count, from o
+    # and line counts: k >= its orders among the dead products' orders (lo) and
+    # k <= lo + its lines outside them (hi), so lift lies in [both*n/(kp*hi), both*n/(kp*lo)]. A pair is
+    # dropped when `top` pairs of the same product that surely pass the thresholds surely rank above it
+    # (non-dead partner before dead; same kind: lift lower bound above its upper bound).
+    tag = uuid.uuid4().hex[:8]
+    d, o, pairs = f"__pair_dead_{tag}", f"__pair_lines_{tag}", f"__pair_pairs_{tag}"
+    where = "product_id IS NOT NULL AND order_id IS NOT NULL AND order_date <= $as_of"
     con.register("__pair_products", pd.DataFrame({"product_id": pd.Series(product_ids, dtype="string")}))
     try:
+        con.execute(
+            f"CREATE TEMP TABLE {d} AS SELECT DISTINCT order_id, product_id FROM cleaned_transactions "
+            f"WHERE {where} AND product_id IN (SELECT product_id FROM __pair_products)",
+            {"as_of": as_of},
+        )
+        con.execute(
+            f"CREATE TEMP TABLE {o} AS SELECT order_id, product_id, count(*) AS lines FROM cleaned_transactions "
+            f"WHERE {where} AND order_id IN (SELECT order_id FROM {d}) GROUP BY ALL",
+            {"as_of": as_of},
+        )
+        n = con.execute(f"SELECT count(DISTINCT order_id) FROM cleaned_transactions WHERE {where}",
+                        {"as_of": as_of}).fetchone()[0]
+        prune = top is not None and dead_ids is not None
+        if prune:
+            con.register("__pair_dead_ids", pd.DataFrame({"product_id": pd.Series(sorted(dead_ids), dtype="string")}))
+        keep = f"""
+            , lo AS (SELECT product_id, count(*) AS lo, sum(lines) AS lines_in FROM {o} GROUP BY ALL),
+            allc AS (SELECT product_id, count(*) AS lines FROM cleaned_transactions WHERE {where}
+                     AND product_id IN (SELECT partner FROM raw) GROUP BY ALL),
+            kp AS (SELECT product_id, count(*) AS kp FROM {d} GROUP BY ALL),
+            b AS (SELECT r.*, kp.kp, lo.lo, lo.lo + a.lines - lo.lines_in AS hi,
+                         r.partner IN (SELECT product_id FROM __pair_dead_ids) AS dead
+                  FROM raw r JOIN kp USING (product_id) JOIN lo ON lo.product_id = r.partner
+                       JOIN allc a ON a.product_id = r.partner),
+            f AS (SELECT *, both_orders * $n / (kp * hi) AS lift_lo, both_orders * $n / (kp * lo) AS lift_hi,
+                         both_orders * $n / (kp * hi) >= $min_lift
+                           AND greatest(both_orders / kp, both_orders / hi) >= $min_conf AS sure,
+                         both_orders * $n / (kp * lo) >= $min_lift
+                           AND greatest(both_orders / kp, both_orders / lo) >= $min_conf AS maybe
+                  FROM b),
+            s AS (SELECT product_id, dead, lift_lo,
+                         row_number() OVER (PARTITION BY product_id, dead ORDER BY lift_lo DESC) AS i
+                  FROM f WHERE sure),
+            kth AS (SELECT product_id, dead, lift_lo AS kth FROM s WHERE i = $top),
+            alive AS (SELECT product_id, count(*) AS alive FROM s WHERE NOT dead GROUP BY ALL)
+            SELECT f.product_id, f.partner, f.both_orders FROM f
+                LEFT JOIN kth ON kth.product_id = f.product_id AND kth.dead = f.dead
+                LEFT JOIN alive ON alive.product_id = f.product_id
+            WHERE f.maybe AND NOT coalesce(kth.kth > f.lift_hi, false)
+              AND NOT (f.dead AND coalesce(alive.alive, 0) >= $top)
+        """ if prune else " SELECT * FROM raw"
+        con.execute(
+            f"CREATE TEMP TABLE {pairs} AS WITH raw AS ("
+            f"SELECT d.product_id, o.product_id AS partner, count(*) AS both_orders "
+            f"FROM {d} d JOIN {o} o ON o.order_id = d.order_id AND o.product_id <> d.product_id "
+            "GROUP BY ALL HAVING count(*) >= $min_orders)" + keep,
+            {"min_orders": min_orders, "as_of": as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence,
+             "top": top} if prune else {"min_orders": min_orders},
+        )
         df = con.execute(
             f"""
-            WITH d AS (SELECT b.* FROM {tmp} b JOIN __pair_products USING (product_id)),
-            pairs AS (SELECT d.product_id, o.product_id AS partner, count(*) AS both_orders
-                      FROM d JOIN {tmp} o ON o.order_id = d.order_id AND o.product_id <> d.product_id
-                      GROUP BY ALL HAVING count(*) >= $min_orders),
-            cnt AS (SELECT product_id, count(*) AS k FROM {tmp}
-                    WHERE product_id IN (SELECT product_id FROM pairs UNION SELECT partner FROM pairs) GROUP BY ALL),
-            n AS (SELECT count(DISTINCT order_id) AS n FROM {tmp}),
-            m AS (SELECT pr.product_id, [pr.partner] AS partner_ids, pr.both_orders / n.n AS support,
-                         pr.both_orders * n.n / (cp.k * cq.k) AS lift, cp.k AS product_orders,
+            WITH cnt AS (SELECT product_id, count(DISTINCT order_id) AS k FROM cleaned_transactions
+                         WHERE {where}
+                           AND product_id IN (SELECT product_id FROM {pairs} UNION SELECT partner FROM {pairs})
+                         GROUP BY ALL),
+            m AS (SELECT pr.product_id, [pr.partner] AS partner_ids, pr.both_orders / $n AS support,
+                         pr.both_orders * $n / (cp.k * cq.k) AS lift, cp.k AS product_orders,
                          cq.k AS partner_orders, pr.both_orders,
                          pr.both_orders / cp.k AS confidence_product_to_partner,
                          pr.both_orders / cq.k AS confidence_partner_to_product
-                  FROM pairs pr JOIN cnt cp ON cp.product_id = pr.product_id
-                       JOIN cnt cq ON cq.product_id = pr.partner, n)
+                  FROM {pairs} pr JOIN cnt cp ON cp.product_id = pr.product_id
+                       JOIN cnt cq ON cq.product_id = pr.partner)
             SELECT * FROM m
             WHERE lift >= $min_lift
               AND greatest(confidence_product_to_partner, confidence_partner_to_product) >= $min_conf
             """,
-            {"min_orders": min_orders, "min_lift": min_lift, "min_conf": min_confidence},
+            {"as_of": as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence},
         ).df()
     finally:
         con.unregister("__pair_products")
-        con.execute(f"DROP TABLE IF EXISTS {tmp}")
+        if top is not None and dead_ids is not None:
+            con.unregister("__pair_dead_ids")
+        for t in (d, o, pairs):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
     names = product_names(con, as_of, {ids[0] for ids in df["partner_ids"]}) if len(df) else {}
     df["partner_names"] = [names.get(ids[0], ids[0]) for ids in df["partner_ids"]]
     df["evidence_source"] = SOURCE_PAIRS
@@ -159,7 +217,8 @@ def dead_stock_bundles(
     if pair_fallback:
         uncovered = sorted(set(dead["product_id"]) - set(cand["product_id"]))
         if uncovered:
-            pairs = pair_candidates(con, uncovered, as_of, min_orders, min_confidence, min_lift)
+            pairs = pair_candidates(con, uncovered, as_of, min_orders, min_confidence, min_lift,
+                                    top=partners, dead_ids=set(dead["product_id"]))
             if len(pairs):
                 cand = pd.concat([cand, pairs[list(cand.columns)]], ignore_index=True) if len(cand) else pairs
     dead_ids = set(dead["product_id"])
