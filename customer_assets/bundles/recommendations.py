@@ -114,20 +114,30 @@ def pair_candidates(
     # dropped when `top` pairs of the same product that surely pass the thresholds surely rank above it
     # (non-dead partner before dead; same kind: lift lower bound above its upper bound).
     tag = uuid.uuid4().hex[:8]
-    d, o, pairs = f"__pair_dead_{tag}", f"__pair_lines_{tag}", f"__pair_pairs_{tag}"
+    d0, ok, o0, pk, d, o, pairs = (f"__pair_{x}_{tag}" for x in ("d0", "ok", "o0", "pk", "d", "o", "pairs"))
     where = "product_id IS NOT NULL AND order_id IS NOT NULL AND order_date <= $as_of"
     con.register("__pair_products", pd.DataFrame({"product_id": pd.Series(product_ids, dtype="string")}))
     try:
+        # integer keys for the orders and products in the join (ok, pk): the pair join and its group-by
+        # are the bulk of the work when the dead products' orders are most orders
         con.execute(
-            f"CREATE TEMP TABLE {d} AS SELECT DISTINCT order_id, product_id FROM cleaned_transactions "
+            f"CREATE TEMP TABLE {d0} AS SELECT DISTINCT order_id, product_id FROM cleaned_transactions "
             f"WHERE {where} AND product_id IN (SELECT product_id FROM __pair_products)",
             {"as_of": as_of},
         )
+        con.execute(f"CREATE TEMP TABLE {ok} AS SELECT order_id, (row_number() OVER ())::INTEGER AS ok "
+                    f"FROM (SELECT DISTINCT order_id FROM {d0})")
         con.execute(
-            f"CREATE TEMP TABLE {o} AS SELECT order_id, product_id, count(*) AS lines FROM cleaned_transactions "
-            f"WHERE {where} AND order_id IN (SELECT order_id FROM {d}) GROUP BY ALL",
+            f"CREATE TEMP TABLE {o0} AS SELECT k.ok, c.product_id, count(*) AS lines FROM cleaned_transactions c "
+            f"JOIN {ok} k USING (order_id) WHERE {where} GROUP BY ALL",
             {"as_of": as_of},
         )
+        con.execute(f"CREATE TEMP TABLE {pk} AS SELECT product_id, (row_number() OVER ())::INTEGER AS pk "
+                    f"FROM (SELECT DISTINCT product_id FROM {o0})")
+        con.execute(f"CREATE TEMP TABLE {o} AS SELECT o.ok, p.pk, o.product_id, o.lines FROM {o0} o "
+                    f"JOIN {pk} p USING (product_id)")
+        con.execute(f"CREATE TEMP TABLE {d} AS SELECT k.ok, p.pk, d.product_id FROM {d0} d "
+                    f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id)")
         n = con.execute(f"SELECT count(DISTINCT order_id) FROM cleaned_transactions WHERE {where}",
                         {"as_of": as_of}).fetchone()[0]
         prune = top is not None and dead_ids is not None
@@ -161,9 +171,10 @@ def pair_candidates(
         """ if prune else " SELECT * FROM raw"
         con.execute(
             f"CREATE TEMP TABLE {pairs} AS WITH raw AS ("
-            f"SELECT d.product_id, o.product_id AS partner, count(*) AS both_orders "
-            f"FROM {d} d JOIN {o} o ON o.order_id = d.order_id AND o.product_id <> d.product_id "
-            "GROUP BY ALL HAVING count(*) >= $min_orders)" + keep,
+            f"SELECT pp.product_id, pq.product_id AS partner, r.both_orders FROM ("
+            f"SELECT d.pk AS p, o.pk AS q, count(*) AS both_orders FROM {d} d JOIN {o} o ON o.ok = d.ok AND o.pk <> d.pk "
+            f"GROUP BY ALL HAVING count(*) >= $min_orders) r JOIN {pk} pp ON pp.pk = r.p JOIN {pk} pq ON pq.pk = r.q)"
+            + keep,
             {"min_orders": min_orders, "as_of": as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence,
              "top": top} if prune else {"min_orders": min_orders},
         )
@@ -190,7 +201,7 @@ def pair_candidates(
         con.unregister("__pair_products")
         if top is not None and dead_ids is not None:
             con.unregister("__pair_dead_ids")
-        for t in (d, o, pairs):
+        for t in (d0, ok, o0, pk, d, o, pairs):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     names = product_names(con, as_of, {ids[0] for ids in df["partner_ids"]}) if len(df) else {}
     df["partner_names"] = [names.get(ids[0], ids[0]) for ids in df["partner_ids"]]
