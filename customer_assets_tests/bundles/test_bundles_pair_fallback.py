@@ -51,3 +51,16 @@ def test_pruning_keeps_exactly_the_pairs_that_can_rank(pcon):
     # with room for 3 partners, Z can rank and is kept
     kept = pair_candidates(*args, top=3, dead_ids={"P", "Q"})
     assert len(kept) == len(full)
+
+
+def test_pruning_drops_dead_partners_behind_enough_live_ones(pcon):
+    # A dead too: dead_stock_bundles ranks live partners first, so with top=1 P keeps B (live, surely
+    # passing) and neither A (dead, despite the same lift) nor Z (live, lift at most 3.7 < B's 33.3)
+    args = (pcon, ["P", "Q"], dt.date(2011, 12, 31), 3, 0.05, 1.0)
+    full = pair_candidates(*args)
+    assert {"name A", "name B", "name Z"} <= set(full.loc[full["product_id"] == "P", "partner_names"])
+    pruned = pair_candidates(*args, top=1, dead_ids={"P", "Q", "A"})
+    assert sorted(zip(pruned["product_id"], pruned["partner_names"])) == [("P", "name B"), ("Q", "name Z")]
+    # without A being dead, A and B tie on lift (neither surely above the other): both kept
+    pruned = pair_candidates(*args, top=1, dead_ids={"P", "Q"})
+    assert sorted(zip(pruned["product_id"], pruned["partner_names"])) == [("P", "name A"), ("P", "name B"), ("Q", "name Z")]
