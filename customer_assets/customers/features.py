@@ -319,10 +319,16 @@ def _base_prefix(con) -> str:
     return "temp.main.feature_base_" if _read_only(con) else f"{BASE_SCHEMA}."
 
 
-def _build_statements(p: str, optional, with_returns: bool) -> list:
+def _build_statements(p: str, optional, with_returns: bool, int_quantity: bool = False) -> list:
     src = "cleaned_transactions"
     temp = "TEMP " if p.startswith("temp.") else ""
     stores = "store_visits" in optional
+    price_cols, priced_total = "", ""
+    if "price_index" in optional:
+        price_cols = (f", {'CAST(t.quantity AS INTEGER)' if int_quantity else 't.quantity'} AS quantity, "
+                      "CASE WHEN t.unit_price > 0 THEN NULL ELSE t.line_total END AS unpriced_total")
+        priced_total = (", sum(line_total) FILTER (WHERE quantity > 0 AND product_id IS NOT NULL AND unit_price > 0)"
+                        " AS priced_total")
     stmts = [
         f"""CREATE OR REPLACE {temp}TABLE {p}customers AS
             SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) AS INTEGER) AS ckey
@@ -330,12 +336,18 @@ def _build_statements(p: str, optional, with_returns: bool) -> list:
         f"""CREATE OR REPLACE {temp}TABLE {p}products AS
             SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) AS INTEGER) AS pkey
             FROM (SELECT DISTINCT product_id FROM {src} WHERE product_id IS NOT NULL)""",
-        # every line, narrow and with integer keys: a projection, not an aggregate (grouping by
-        # customer x product x day removes almost nothing and costs 2.5x the build time)
+        # every line with a product, narrow and with integer keys: a projection, not an aggregate
+        # (grouping by customer x product x day removes 2% of the rows and costs 3x the build time).
+        # Writing it is most of its cost (~0.1 CPU s per million rows per DOUBLE column), so it
+        # carries only what its readers need: the first purchases read (ckey, pkey, order_date);
+        # price_index adds quantity (INTEGER when every quantity is a whole number in range: the
+        # same products with the median) and line_total only where unit_price is NULL or <= 0.
+        # A line with unit_price > 0 prices its own product, so it always joins the medians: its
+        # line_total is summed per day in customer_days (priced_total) instead.
         f"""CREATE OR REPLACE {temp}TABLE {p}line_keys AS
-            SELECT c.ckey, k.pkey, t.order_date, t.quantity, t.line_total
+            SELECT c.ckey, k.pkey, t.order_date{price_cols}
             FROM {src} t JOIN {p}customers c ON c.customer_id = t.customer_id
-            LEFT JOIN {p}products k ON k.product_id = t.product_id""",
+            JOIN {p}products k ON k.product_id = t.product_id""",
         f"""CREATE OR REPLACE {temp}TABLE {p}order_days AS
             SELECT customer_id, order_id, order_date, sum(coalesce(line_total, 0)) AS order_value
             FROM {src} WHERE customer_id IS NOT NULL
@@ -346,7 +358,7 @@ def _build_statements(p: str, optional, with_returns: bool) -> list:
                 FROM (SELECT CAST(cp >> 32 AS INTEGER) AS ckey, order_date, count(*) AS n_new_products
                       -- one BIGINT key per (customer, product): 25% cheaper than grouping by two
                       FROM (SELECT (CAST(ckey AS BIGINT) << 32) + pkey AS cp, min(order_date) AS order_date
-                            FROM {p}line_keys WHERE pkey IS NOT NULL GROUP BY cp)
+                            FROM {p}line_keys GROUP BY cp)
                       GROUP BY 1, order_date) f
                 JOIN {p}customers c ON c.ckey = f.ckey
             ),
@@ -354,6 +366,7 @@ def _build_statements(p: str, optional, with_returns: bool) -> list:
                 SELECT customer_id, order_date, count(*) AS n_lines,
                        count(*) FILTER (WHERE discount > 0) AS n_discount_lines
                        {", count(DISTINCT store_id) AS n_stores" if stores else ""}
+                       {priced_total}
                 FROM {src} WHERE customer_id IS NOT NULL GROUP BY customer_id, order_date
             )
             SELECT d.*, coalesce(f.n_new_products, 0) AS n_new_products
@@ -371,14 +384,35 @@ def _build_statements(p: str, optional, with_returns: bool) -> list:
     if "price_index" in optional:
         stmts.append(
             f"""CREATE OR REPLACE {temp}TABLE {p}price_hist AS
-                SELECT k.pkey, t.unit_price, t.order_date, count(*) AS n
-                FROM {src} t JOIN {p}products k ON k.product_id = t.product_id
-                WHERE t.customer_id IS NOT NULL AND t.unit_price > 0
-                GROUP BY k.pkey, t.unit_price, t.order_date""")
+                SELECT k.pkey, h.unit_price, h.order_date, h.n
+                FROM (SELECT product_id, unit_price, order_date, count(*) AS n FROM {src}
+                      WHERE customer_id IS NOT NULL AND product_id IS NOT NULL AND unit_price > 0
+                      GROUP BY product_id, unit_price, order_date) h
+                JOIN {p}products k ON k.product_id = h.product_id""")
     return stmts
 
 
-_LAYOUT_VERSION = hashlib.sha256(inspect.getsource(_build_statements).encode()).hexdigest()[:16]
+def _whole_quantities(con, optional) -> bool:
+    """Whether line_keys can store quantity as INTEGER without changing a value: every non-NULL
+    quantity is a whole number within INTEGER range (then INTEGER * DOUBLE = the DOUBLE product)."""
+    if "price_index" not in optional:
+        return False
+    return bool(con.execute(
+        "SELECT coalesce(bool_and(quantity = round(quantity) AND abs(quantity) < 2147483647), true) "
+        "FROM cleaned_transactions").fetchone()[0])
+
+
+_LAYOUT_VERSION = hashlib.sha256(
+    (inspect.getsource(_build_statements) + inspect.getsource(_whole_quantities)).encode()).hexdigest()[:16]
+
+
+# Tables built with one DuckDB thread (the setting is restored after each): their grouping into
+# millions of groups (first purchase per customer x product: 5.3M at N=20) costs twice the CPU in
+# DuckDB's two-thread partitioned aggregation for the same wall time on an idle 2-core machine
+# (N=20: customer_days 2.4 -> 1.2 CPU s, order_days 0.45 -> 0.25; wall 1.1-1.3 / 0.25 s either
+# way) and less wall time when the other core is busy. The other statements gain wall time from
+# the second thread.
+_ONE_THREAD_TABLES = ("order_days", "customer_days")
 
 
 def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
@@ -406,8 +440,16 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     if own:
         con.execute("BEGIN TRANSACTION")
     try:
-        for stmt in _build_statements(p, optional, with_returns):
-            con.execute(stmt)
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        for stmt in _build_statements(p, optional, with_returns, _whole_quantities(con, optional)):
+            one = any(f"TABLE {p}{name} AS" in stmt for name in _ONE_THREAD_TABLES)
+            if one:
+                con.execute("SET threads = 1")
+            try:
+                con.execute(stmt)
+            finally:
+                if one:
+                    con.execute(f"SET threads = {int(threads)}")
         con.execute(
             f"CREATE OR REPLACE {'TEMP ' if p.startswith('temp.') else ''}TABLE {meta_table} AS "
             "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",
@@ -432,8 +474,9 @@ def fast_features_sql(base: FeatureBase, snapshot_date) -> str:
         "discount_line_share": "sum(n_discount_lines) / sum(n_lines)",
         "store_visits": "sum(n_stores)",
     })
-    price_cte = ""
+    price_cte, priced = "", ""
     if "price_index" in base.optional:
+        priced = ",\n           sum(priced_total) AS priced_total"
         # median = quantile_cont(0.5): the mean of the values at 0-based positions (n-1)//2 and n//2
         # of the sorted prices; the value at position i is the first price whose running count > i.
         price_cte = f""",
@@ -454,13 +497,21 @@ product_price AS (
           FROM cum GROUP BY pkey)
 ),
 price_by_key AS (
-    SELECT d.ckey, sum(d.line_total) / nullif(sum(d.quantity * pp.median_price), 0) AS price_index
+    SELECT d.ckey, sum(d.quantity * pp.median_price) AS denominator, sum(d.unpriced_total) AS unpriced_total
     FROM {p}line_keys d JOIN product_price pp ON pp.pkey = d.pkey
     WHERE d.order_date <= {snap} AND d.quantity > 0
     GROUP BY d.ckey
 ),
+-- numerator: sum(line_total) of the lines joined above = priced_total (lines with unit_price > 0,
+-- summed per day in customer_days) + unpriced_total (the other lines, kept in line_keys); NULL
+-- only when both are NULL, as sum() over the lines
 price AS (
-    SELECT k.customer_id, b.price_index FROM price_by_key b JOIN {p}customers k ON k.ckey = b.ckey
+    SELECT k.customer_id,
+           CASE WHEN l.priced_total IS NULL AND b.unpriced_total IS NULL THEN NULL
+                ELSE coalesce(l.priced_total, 0) + coalesce(b.unpriced_total, 0) END
+           / nullif(b.denominator, 0) AS price_index
+    FROM price_by_key b JOIN {p}customers k ON k.ckey = b.ckey
+    JOIN lines l ON l.customer_id = k.customer_id
 )"""
     return f"""
 WITH orders AS (
@@ -468,7 +519,7 @@ WITH orders AS (
     FROM {p}order_days WHERE order_date <= {snap} GROUP BY customer_id, order_id
 ),
 {_cust_cte(snap)}lines AS (
-    SELECT customer_id, sum(n_lines) AS n_lines, sum(n_new_products) AS unique_products{line_cols}
+    SELECT customer_id, sum(n_lines) AS n_lines, sum(n_new_products) AS unique_products{line_cols}{priced}
     FROM {p}customer_days WHERE order_date <= {snap} GROUP BY customer_id
 ),
 returns AS (
