@@ -246,13 +246,16 @@ def available_optional_features(con: duckdb.DuckDBPyConnection, source_table: st
 # `order_date <= s` sees exactly the lines dated on or before s (no leakage by construction):
 #
 #   order_days    (customer_id, order_id, order_date, order_value)    ~ one row per order
-#   customer_days (customer_id, order_date, n_lines, n_discount_lines, n_new_products[, n_stores])
+#   customer_days (customer_id, order_date, n_lines, n_discount_lines[, n_stores][, priced_total],
+#                 n_new_products)
 #                 n_new_products: products the customer bought for the first time that day, so their
 #                 sum up to s is count(DISTINCT product_id); n_stores: distinct stores that day, so
-#                 the sum is count(DISTINCT (store_id, order_date))
+#                 the sum is count(DISTINCT (store_id, order_date)); priced_total: line_total of the
+#                 day's lines with quantity > 0, a product and unit_price > 0 (price_index numerator)
 #   return_days   (customer_id, order_date, n_return_lines)           cancellations (quarantine)
-#   line_keys     (ckey, pkey, order_date, quantity, line_total)      every line, integer keys: the
-#                 only table at line grain (for price_index; narrow, so a scan of it is cheap)
+#   line_keys     (ckey, pkey, order_date[, quantity, unpriced_total]) every line with a product,
+#                 integer keys: the only table at line grain (first purchases; price_index); narrow,
+#                 so writing and scanning it is cheap
 #   price_hist    (pkey, unit_price, order_date, n)                   unit-price histogram: the
 #                 median per product up to s is read from it (quantile_cont, as DuckDB's median)
 #   customers / products: the integer keys.   meta: the fingerprint and build id.
@@ -338,7 +341,7 @@ def _build_statements(p: str, optional, with_returns: bool, int_quantity: bool =
             FROM (SELECT DISTINCT product_id FROM {src} WHERE product_id IS NOT NULL)""",
         # every line with a product, narrow and with integer keys: a projection, not an aggregate
         # (grouping by customer x product x day removes 2% of the rows and costs 3x the build time).
-        # Writing it is most of its cost (~0.1 CPU s per million rows per DOUBLE column), so it
+        # Writing it is most of its cost (N=20, 7.8M rows: ~0.35 CPU s per DOUBLE column), so it
         # carries only what its readers need: the first purchases read (ckey, pkey, order_date);
         # price_index adds quantity (INTEGER when every quantity is a whole number in range: the
         # same products with the median) and line_total only where unit_price is NULL or <= 0.
@@ -406,15 +409,6 @@ _LAYOUT_VERSION = hashlib.sha256(
     (inspect.getsource(_build_statements) + inspect.getsource(_whole_quantities)).encode()).hexdigest()[:16]
 
 
-# Tables built with one DuckDB thread (the setting is restored after each): their grouping into
-# millions of groups (first purchase per customer x product: 5.3M at N=20) costs twice the CPU in
-# DuckDB's two-thread partitioned aggregation for the same wall time on an idle 2-core machine
-# (N=20: customer_days 2.4 -> 1.2 CPU s, order_days 0.45 -> 0.25; wall 1.1-1.3 / 0.25 s either
-# way) and less wall time when the other core is busy. The other statements gain wall time from
-# the second thread.
-_ONE_THREAD_TABLES = ("order_days", "customer_days")
-
-
 def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     """The compact base tables for the current data, (re)built when absent or stale."""
     if not table_exists(con, "cleaned_transactions"):
@@ -440,16 +434,8 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     if own:
         con.execute("BEGIN TRANSACTION")
     try:
-        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
         for stmt in _build_statements(p, optional, with_returns, _whole_quantities(con, optional)):
-            one = any(f"TABLE {p}{name} AS" in stmt for name in _ONE_THREAD_TABLES)
-            if one:
-                con.execute("SET threads = 1")
-            try:
-                con.execute(stmt)
-            finally:
-                if one:
-                    con.execute(f"SET threads = {int(threads)}")
+            con.execute(stmt)
         con.execute(
             f"CREATE OR REPLACE {'TEMP ' if p.startswith('temp.') else ''}TABLE {meta_table} AS "
             "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",

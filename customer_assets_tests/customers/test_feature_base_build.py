@@ -1,5 +1,5 @@
 """How the feature base is built: narrow line_keys (INTEGER quantity only when exact, line_total only
-for lines without a positive unit price), one-thread statements that restore the thread setting."""
+for lines without a positive unit price), equal to the definition in each case."""
 
 from __future__ import annotations
 
@@ -56,10 +56,3 @@ def test_lines_without_a_positive_unit_price(con):
     before = con.execute(f.reference_features_query(con, "2021-06-30")).df().set_index("customer_id")
     after = con.execute(f.reference_features_query(con, "2021-08-01")).df().set_index("customer_id")
     assert before.loc["B", "price_index"] != after.loc["B", "price_index"]  # P9 priced only from 2021-07-05
-
-
-def test_build_restores_the_thread_setting(con):
-    write_cleaned(con, BEFORE)
-    con.execute("SET threads = 3")
-    f.ensure_feature_base(con)
-    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
