@@ -86,7 +86,10 @@ def ingest(
     mapping_hash = _mapping_hash(mapping)
     previous = con.execute("SELECT value FROM ingestion_state WHERE key = 'mapping_hash'").fetchone()
     have_clean = table_exists(con, "cleaned_transactions") and table_exists(con, "quarantined_transactions")
-    rebuild = not (have_clean and previous is not None and previous[0] == mapping_hash)
+    # A warehouse built by an earlier version has files without a recorded money total (and a
+    # raw_transactions copy): rebuilding once from the files records it, so the check can pass.
+    unrecorded = con.execute("SELECT count(*) FROM ingested_files WHERE money IS NULL").fetchone()[0]
+    rebuild = not (have_clean and previous is not None and previous[0] == mapping_hash) or unrecorded > 0
 
     staged: list[str] = []
     if rebuild:
@@ -152,6 +155,10 @@ def ingest(
             [(f.path, f.sha256, f.rows, f.malformed, now, "; ".join(f.notes) or None, money.get(f.sha256, Decimal(0)))
              for f in summary.loaded],
         )
+    if rebuild and table_exists(con, "raw_transactions"):
+        # the copy of every source row that earlier versions kept (the files are the record now)
+        con.execute("DROP TABLE raw_transactions")
+        summary.notes.append("dropped raw_transactions, a copy kept by an earlier version")
     con.execute(f"DROP VIEW IF EXISTS {STAGED_VIEW}")
     for t in staged:
         kind = con.execute(

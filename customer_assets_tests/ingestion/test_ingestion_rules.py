@@ -343,3 +343,18 @@ def test_mapping_change_with_a_loaded_file_gone_names_it(tmp_path, con):
     # nothing was changed: the earlier tables are still there and still reconcile
     assert con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0] == 1
     assert reconciliation(con)["passed"]
+
+
+def test_warehouse_from_an_earlier_version_is_rebuilt_once(tmp_path, con):
+    # an earlier version kept raw_transactions and no money per file: the next ingest reads the
+    # files again, records their money, drops the old copy, and the reconciliation passes
+    src, m = write(tmp_path, "t.csv", "\n".join([HEADER] + [r for r, _ in RULE_ROWS]) + "\n")
+    ingest(con, src, m, None)
+    con.execute("UPDATE ingested_files SET money = NULL")
+    con.execute("CREATE TABLE raw_transactions AS SELECT 1 AS x")
+    assert not reconciliation(con)["passed"]
+    summary = ingest(con, src, m, None)
+    assert summary.rebuilt and [f.path for f in summary.reread] == [src]
+    assert reconciliation(con)["passed"]
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'raw_transactions'").fetchone()[0] == 0
+    assert not ingest(con, src, m, None).rebuilt  # once
