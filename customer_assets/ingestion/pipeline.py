@@ -148,7 +148,8 @@ def ingest(
     summary.rebuilt = True
     now = dt.datetime.now()
     for f in summary.reread:
-        con.execute("UPDATE ingested_files SET money = ? WHERE sha256 = ?", [money.get(f.sha256, Decimal(0)), f.sha256])
+        con.execute("UPDATE ingested_files SET money = ?, rows = ?, malformed = ? WHERE sha256 = ?",
+                    [money.get(f.sha256, Decimal(0)), f.rows, f.malformed, f.sha256])
     if summary.loaded:
         con.executemany(
             "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?)",
