@@ -7,6 +7,7 @@ transaction, so a crash mid-asset leaves the last good table in place.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 from typing import Optional
 
 import duckdb
@@ -27,6 +28,26 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
         ).fetchone()[0]
         > 0
     )
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection):
+    """Run the block in one transaction: committed at the end, rolled back if it raises.
+
+    Inside a transaction the caller already opened, the block joins it (a second BEGIN would abort
+    the caller's); in autocommit mode every statement gets a new transaction id, so two reads of
+    txid_current() differ only when no transaction is open."""
+    own = con.execute("SELECT txid_current()").fetchone()[0] != con.execute("SELECT txid_current()").fetchone()[0]
+    if not own:
+        yield
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def replace_table(
@@ -51,14 +72,9 @@ def replace_table(
             con.unregister("__replace_df")
     else:  # a DuckDB relation
         source.create(tmp)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
         con.execute(f"ALTER TABLE {quote_ident(tmp)} RENAME TO {quote_ident(name)}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return con.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
 
 

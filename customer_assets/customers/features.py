@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from customer_assets.common.db import table_exists
+from customer_assets.common.db import table_exists, transaction
 
 FEATURE_COLUMNS = [
     "recency_days",
@@ -428,12 +428,8 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     build_id = uuid.uuid4().hex
     if p.startswith(BASE_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {BASE_SCHEMA}")
-    # all tables and the meta row in one transaction, or in the caller's if one is open (a BEGIN
-    # inside it would abort it); in autocommit mode every statement has a new transaction id
-    own = con.execute("SELECT txid_current()").fetchone()[0] != con.execute("SELECT txid_current()").fetchone()[0]
-    if own:
-        con.execute("BEGIN TRANSACTION")
-    try:
+    # all tables and the meta row in one transaction (the caller's, if one is open)
+    with transaction(con):
         for stmt in _build_statements(p, optional, with_returns, _whole_quantities(con, optional)):
             con.execute(stmt)
         con.execute(
@@ -441,12 +437,6 @@ def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
             "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",
             [fingerprint, build_id, json.dumps(list(optional)), with_returns],
         )
-        if own:
-            con.execute("COMMIT")
-    except Exception:
-        if own:
-            con.execute("ROLLBACK")
-        raise
     return FeatureBase(p, build_id, optional, with_returns)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from customer_assets.common.db import quote_ident, replace_table
+from customer_assets.common.db import quote_ident, replace_table, transaction
 from customer_assets.ingestion.mapping import Mapping
 from customer_assets.ingestion.schema import CLEANED_COLUMNS, QUARANTINE_COLUMNS
 
@@ -291,14 +291,9 @@ def clean(con, mapping: Mapping, staged: str, incremental: bool = False) -> dict
         replace_table(con, "cleaned_transactions", cleaned_sql)
         replace_table(con, "quarantined_transactions", quarantine_sql)
     else:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(f"INSERT INTO cleaned_transactions {cleaned_sql}")
             con.execute(f"INSERT INTO quarantined_transactions {quarantine_sql}")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     if fsst_off:
         con.execute("RESET disabled_compression_methods")
     con.execute("DROP VIEW __classified")

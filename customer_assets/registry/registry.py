@@ -21,6 +21,8 @@ from typing import Any, Optional
 import duckdb
 import joblib
 
+from customer_assets.common.db import transaction
+
 REGISTRY_DDL = """
 CREATE TABLE IF NOT EXISTS model_registry (
     name                   VARCHAR NOT NULL,
@@ -166,8 +168,7 @@ def register_model(
     status = "champion" if promoted else "challenger"
     tw0, tw1 = _window(train_window)
     ew0, ew1 = _window(eval_window)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if promoted and champion is not None:
             con.execute(
                 "UPDATE model_registry SET status = 'retired' WHERE name = ? AND status = 'champion'",
@@ -183,10 +184,6 @@ def register_model(
                 message,
             ],
         )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return Registration(name, version, status, promoted, message, str(path), digest)
 
 
