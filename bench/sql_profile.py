@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-ingest", action="store_true", help="stop after ingestion")
     args = ap.parse_args(argv)
     from customer_assets.ingestion.pipeline import ingest, reconciliation
-    from customer_assets.ingestion.mapping import load_mapping
     from customer_assets.ingestion.quality import run_quality
     from customer_assets.warehouse.star import STAR_SQL, build_table
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         log.clear()
         t0 = time.perf_counter()
-        reconciliation(con, load_mapping(mapping))
+        reconciliation(con)
         report(log, 5, f"reconciliation {time.perf_counter() - t0:.1f} s")
         log.clear()
         t0 = time.perf_counter()

@@ -193,10 +193,10 @@ def _mapping_hash(m: Mapping) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def reconciliation(con: duckdb.DuckDBPyConnection, mapping: Optional[Mapping] = None) -> dict:
+def reconciliation(con: duckdb.DuckDBPyConnection) -> dict:
     """Rows read = cleaned + quarantined: every source row number of every file appears exactly once
     across the two tables, the row counts add up to what ingested_files recorded, and so does the
-    money (exact DECIMAL sums). `mapping` is accepted for callers of the earlier signature."""
+    money (exact DECIMAL sums)."""
     raw_rows, raw_money = con.execute(
         "SELECT coalesce(sum(rows), 0), coalesce(sum(money), 0) FROM ingested_files"
     ).fetchone()
@@ -232,14 +232,14 @@ def _row_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     for path, rows in con.execute("SELECT path, rows FROM ingested_files").fetchall():
         expected[path] = int(rows)
     found = con.execute(
-        """SELECT source_file, max(source_row), count(*) FROM (
+        """SELECT source_file, max(source_row) FROM (
                SELECT source_file, source_row FROM cleaned_transactions
                UNION ALL SELECT source_file, source_row FROM quarantined_transactions)
            GROUP BY source_file"""
     ).fetchall()
     missing = doubled = 0
     sheet_rows: dict = {}
-    for source_file, max_row, _n in found:
+    for source_file, max_row in found:
         # Excel sheets are "path#sheet" and number their rows per sheet; the file's total is the sum.
         path = source_file if source_file in expected else source_file.rsplit("#", 1)[0]
         n = int(max_row or 0)

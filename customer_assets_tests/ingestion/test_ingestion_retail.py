@@ -3,10 +3,9 @@
 import duckdb
 import pytest
 
-from customer_assets.ingestion.mapping import load_mapping
 from customer_assets.ingestion.pipeline import reconciliation
 
-from conftest import RETAIL_MAPPING, RETAIL_PARQUET
+from conftest import RETAIL_PARQUET
 
 SOURCE = f"read_parquet('{RETAIL_PARQUET}')"
 
@@ -45,7 +44,7 @@ def test_cleaned_rows_are_valid_sales(rcon):
 
 
 def test_reconciliation_exact_to_the_row_and_the_penny(rcon):
-    rec = reconciliation(rcon, load_mapping(RETAIL_MAPPING))
+    rec = reconciliation(rcon)
     assert rec["passed"], rec
     assert rec["raw_rows"] == rec["cleaned_rows"] + rec["quarantined_rows"] == 541_909
     assert abs(rec["money_difference"]) < 0.005

@@ -69,7 +69,7 @@ def test_each_rule_gives_its_reason(tmp_path, con):
         "SELECT customer_id, order_date, line_total, country FROM cleaned_transactions WHERE order_id = '1013'"
     ).fetchone()
     assert row[0] == "12345" and str(row[1]) == "2011-03-01" and row[2] == pytest.approx(3.0)
-    assert reconciliation(con, load_mapping(m))["passed"]
+    assert reconciliation(con)["passed"]
 
 
 def test_quarantine_keeps_original_values_and_detail(tmp_path, con):
@@ -84,12 +84,12 @@ def test_quarantine_keeps_original_values_and_detail(tmp_path, con):
 def test_reconciliation_counts_money(tmp_path, con):
     src, m = write(tmp_path, "t.csv", "\n".join([HEADER] + [r for r, _ in RULE_ROWS]) + "\n")
     ingest(con, src, m, None)
-    rec = reconciliation(con, load_mapping(m))
+    rec = reconciliation(con)
     assert rec["raw_rows"] == len(RULE_ROWS) == rec["cleaned_rows"] + rec["quarantined_rows"]
     assert rec["money_difference"] == 0
     # break it: a lost row must fail the reconciliation
     con.execute("DELETE FROM quarantined_transactions WHERE reason = 'duplicate'")
-    assert not reconciliation(con, load_mapping(m))["passed"]
+    assert not reconciliation(con)["passed"]
 
 
 def test_order_total_source_keeps_zero_value_orders(tmp_path, con):
@@ -187,7 +187,7 @@ def test_truncated_last_line_is_quarantined(tmp_path, con):
     assert got == {1: None, 2: "malformed_row", 3: None, 4: "malformed_row"}
     detail = con.execute("SELECT detail FROM quarantined_transactions WHERE source_row = 4").fetchone()[0]
     assert "1022,A1,Mu" in detail
-    assert reconciliation(con, load_mapping(m))["passed"]
+    assert reconciliation(con)["passed"]
 
 
 def test_unparseable_and_out_of_range_dates_with_format(tmp_path, con):
@@ -297,7 +297,7 @@ def test_incremental_load_equals_full_rebuild(tmp_path):
     b = str(folder / "b.csv")
     assert dict(inc.execute("SELECT source_row, reason FROM quarantined_transactions WHERE source_file = ?",
                             [b]).fetchall()) == {1: "duplicate", 3: "duplicate", 4: "cancellation"}
-    assert reconciliation(inc, load_mapping(m))["passed"]
+    assert reconciliation(inc)["passed"]
 
 
 def test_reconciliation_finds_a_doubled_row_and_a_changed_amount(tmp_path, con):
