@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import duckdb
 import numpy as np
 
+from customer_assets.common import data_version
 from customer_assets.common.db import quote_ident, table_exists
 from customer_assets.ingestion.cleaning import clean, parsed_select, staged_column_types
 from customer_assets.ingestion.mapping import Mapping, load_mapping
@@ -91,6 +92,9 @@ def ingest(
     unrecorded = con.execute("SELECT count(*) FROM ingested_files WHERE money IS NULL").fetchone()[0]
     rebuild = not (have_clean and previous is not None and previous[0] == mapping_hash) or unrecorded > 0
 
+    if not rebuild:
+        # the state an append starts from: derived tables built from it update with the new rows only
+        before, counts_before = data_version.data_fingerprint(con), data_version.row_counts(con)
     staged: list[str] = []
     if rebuild:
         # Every file loaded before is read again under the current mapping.
@@ -168,6 +172,10 @@ def ingest(
         ).fetchone()
         if kind:
             con.execute(f"DROP {kind[0]} {quote_ident(t)}")
+    if rebuild:
+        data_version.clear_log(con)
+    else:
+        data_version.record_append(con, before, counts_before, [f.path for f in summary.loaded])
     return summary
 
 

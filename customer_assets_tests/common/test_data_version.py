@@ -1,0 +1,78 @@
+"""The append log: derived tables learn exactly which rows an incremental ingest added, and get None
+(rebuild) after any other change."""
+
+import json
+
+import duckdb
+
+from customer_assets.common.data_version import appended_since, data_fingerprint
+from customer_assets.ingestion.pipeline import ingest
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+MAPPING = {
+    "customer_id": "CustomerID", "order_id": "InvoiceNo", "order_datetime": "InvoiceDate",
+    "product_id": "StockCode", "product_name": "Description", "quantity": "Quantity",
+    "unit_price": "UnitPrice", "country": "Country", "cancellation_prefix": "C",
+}
+WEEK1 = ["1001,A1,Mug,2,2011-01-03 10:00:00,1.50,100,UK", "1001,A2,Cup,1,2011-01-03 10:00:00,2.00,100,UK",
+         "1002,A1,Mug,1,2011-01-04 10:00:00,1.50,,UK"]
+WEEK2 = ["1003,A1,Mug,3,2011-01-10 10:00:00,1.50,101,UK", "C1004,A1,Mug,-1,2011-01-11 10:00:00,1.50,100,UK"]
+WEEK3 = ["1005,A3,Jug,1,2011-01-17 10:00:00,5.00,102,France"]
+
+
+def _setup(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    m = tmp_path / "mapping.json"
+    m.write_text(json.dumps(MAPPING))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+
+    def load(name, rows):
+        (folder / name).write_text("\n".join([HEADER] + rows) + "\n")
+        ingest(con, str(folder), str(m), None)
+        return data_fingerprint(con)
+
+    return con, load, m
+
+
+def _rows(con, table, appended):
+    return sorted(con.execute(f"SELECT source_file, source_row FROM {table} WHERE {appended.where(table)}").fetchall())
+
+
+def test_appends_are_found_row_for_row_and_chain(tmp_path):
+    con, load, _ = _setup(tmp_path)
+    fp1 = load("w1.csv", WEEK1)
+    assert appended_since(con, fp1).empty  # nothing changed
+
+    fp2 = load("w2.csv", WEEK2)
+    a = appended_since(con, fp1)
+    w2 = str(tmp_path / "files" / "w2.csv")
+    assert _rows(con, "cleaned_transactions", a) == [(w2, 1)]
+    assert _rows(con, "quarantined_transactions", a) == [(w2, 2)]  # the cancellation
+
+    load("w3.csv", WEEK3)
+    # two appends in a row: one range from the first state
+    both = appended_since(con, fp1)
+    w3 = str(tmp_path / "files" / "w3.csv")
+    assert _rows(con, "cleaned_transactions", both) == [(w2, 1), (w3, 1)]
+    assert _rows(con, "cleaned_transactions", appended_since(con, fp2)) == [(w3, 1)]
+    # a state the log never saw: rebuild
+    assert appended_since(con, "not a fingerprint") is None
+
+
+def test_any_other_change_means_rebuild(tmp_path):
+    con, load, _ = _setup(tmp_path)
+    fp1 = load("w1.csv", WEEK1)
+    load("w2.csv", WEEK2)
+    con.execute("UPDATE cleaned_transactions SET quantity = quantity + 1 WHERE source_row = 1")
+    assert appended_since(con, fp1) is None
+
+    # a mapping change rebuilds both tables and clears the log
+    (tmp_path / "x").mkdir()
+    con2, load2, m2 = _setup(tmp_path / "x")
+    fp = load2("w1.csv", WEEK1)
+    load2("w2.csv", WEEK2)
+    assert appended_since(con2, fp) is not None
+    m2.write_text(json.dumps({**MAPPING, "non_product_codes": ["POST"]}))
+    ingest(con2, str(tmp_path / "x" / "files"), str(m2), None)
+    assert appended_since(con2, fp) is None
