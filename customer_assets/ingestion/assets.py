@@ -6,6 +6,7 @@ import json
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.common import warm_imports
 from customer_assets.common.metadata import df_to_markdown, table_metadata
 from customer_assets.ingestion.mapping import MappingError
 from customer_assets.ingestion.pipeline import IngestError, ingest, reconciliation
@@ -38,6 +39,8 @@ RECONCILIATION_CHECK = "raw_equals_cleaned_plus_quarantined"
 )
 def ingest_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource, source: SourceConfig):
     """Load new source files and classify their rows into cleaned and quarantined transactions."""
+    # the next steps' libraries load while this one waits on DuckDB (see common/warm_imports)
+    warm_imports.warm()
     with duckdb.get_connection() as con:
         try:
             summary = ingest(con, source.source, source.mapping, source.landing_dir, log=context.log.info)
