@@ -75,6 +75,14 @@ def phrase(feature: str, value: float, median: float, direction: int = 0) -> str
     return template.format(v=value)
 
 
+def _phrase_each(values: np.ndarray, fmt) -> np.ndarray:
+    """fmt(v) for every value, formatted once per distinct value (bit pattern: -0.0 and 0.0 differ)."""
+    values = np.ascontiguousarray(values, dtype=float)
+    _, first, inverse = np.unique(values.view(np.int64), return_index=True, return_inverse=True)
+    texts = np.array([fmt(v) for v in values[first].tolist()], dtype=object)
+    return texts[inverse.ravel()]
+
+
 def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: dict, k: int = 3,
                 directions: dict | None = None) -> pd.DataFrame:
     """reason_1..reason_k per row: the k features with the largest positive contribution whose
@@ -122,10 +130,13 @@ def top_reasons(features: pd.DataFrame, contributions: pd.DataFrame, medians: di
             rows = np.flatnonzero(chosen[:, i] == j)
             once = single[rows] & (f in ONE_PURCHASE_FEATURES)
             median, direction = medians.get(f, 0.0), (directions or {}).get(f, 0)
-            texts[rows[~once]] = [phrase(f, v, median, direction) for v in V[rows[~once], j].tolist()]
+            texts[rows[~once]] = _phrase_each(V[rows[~once], j],
+                                              lambda v, f=f, m=median, d=direction: phrase(f, v, m, d))
             if once.any():
-                texts[rows[once]] = [
-                    "Bought once" + (f", {d:.0f} days ago" if days_since is not None else "") + ", never again"
-                    for d in (days_since[rows[once]] if days_since is not None else np.zeros(once.sum()))]
+                if days_since is None:
+                    texts[rows[once]] = "Bought once, never again"
+                else:
+                    texts[rows[once]] = _phrase_each(days_since[rows[once]],
+                                                     lambda d: f"Bought once, {d:.0f} days ago, never again")
         out[f"reason_{i + 1}"] = texts
     return pd.DataFrame(out, index=features.index)
