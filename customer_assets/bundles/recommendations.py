@@ -114,7 +114,7 @@ def pair_candidates(
     # dropped when `top` pairs of the same product that surely pass the thresholds surely rank above it
     # (non-dead partner before dead; same kind: lift lower bound above its upper bound).
     tag = uuid.uuid4().hex[:8]
-    d0, ok, o0, pk, d, o, pairs = (f"__pair_{x}_{tag}" for x in ("d0", "ok", "o0", "pk", "d", "o", "pairs"))
+    d0, ok, pk, d, o, pairs = (f"__pair_{x}_{tag}" for x in ("d0", "ok", "pk", "d", "o", "pairs"))
     where = "product_id IS NOT NULL AND order_id IS NOT NULL AND order_date <= $as_of"
     con.register("__pair_products", pd.DataFrame({"product_id": pd.Series(product_ids, dtype="string")}))
     try:
@@ -127,15 +127,17 @@ def pair_candidates(
         )
         con.execute(f"CREATE TEMP TABLE {ok} AS SELECT order_id, (row_number() OVER ())::INTEGER AS ok "
                     f"FROM (SELECT DISTINCT order_id FROM {d0})")
+        # every product gets its key up front (a few thousand strings), so the lines of the dead products'
+        # orders are grouped by two integers in one pass instead of by (order key, product_id) and then
+        # joined to the product keys
+        con.execute(f"CREATE TEMP TABLE {pk} AS SELECT product_id, (row_number() OVER ())::INTEGER AS pk "
+                    f"FROM (SELECT DISTINCT product_id FROM cleaned_transactions WHERE {where})",
+                    {"as_of": as_of})
         con.execute(
-            f"CREATE TEMP TABLE {o0} AS SELECT k.ok, c.product_id, count(*) AS lines FROM cleaned_transactions c "
-            f"JOIN {ok} k USING (order_id) WHERE {where} GROUP BY ALL",
+            f"CREATE TEMP TABLE {o} AS SELECT k.ok, p.pk, count(*) AS lines FROM cleaned_transactions c "
+            f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id) WHERE {where} GROUP BY ALL",
             {"as_of": as_of},
         )
-        con.execute(f"CREATE TEMP TABLE {pk} AS SELECT product_id, (row_number() OVER ())::INTEGER AS pk "
-                    f"FROM (SELECT DISTINCT product_id FROM {o0})")
-        con.execute(f"CREATE TEMP TABLE {o} AS SELECT o.ok, p.pk, o.product_id, o.lines FROM {o0} o "
-                    f"JOIN {pk} p USING (product_id)")
         con.execute(f"CREATE TEMP TABLE {d} AS SELECT k.ok, p.pk, d.product_id FROM {d0} d "
                     f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id)")
         n = con.execute(f"SELECT count(DISTINCT order_id) FROM cleaned_transactions WHERE {where}",
@@ -144,7 +146,8 @@ def pair_candidates(
         if prune:
             con.register("__pair_dead_ids", pd.DataFrame({"product_id": pd.Series(sorted(dead_ids), dtype="string")}))
         keep = f"""
-            , lo AS (SELECT product_id, count(*) AS lo, sum(lines) AS lines_in FROM {o} GROUP BY ALL),
+            , lo AS (SELECT p.product_id, o.lo, o.lines_in FROM {pk} p JOIN (
+                       SELECT pk, count(*) AS lo, sum(lines) AS lines_in FROM {o} GROUP BY ALL) o USING (pk)),
             allc AS (SELECT product_id, count(*) AS lines FROM cleaned_transactions WHERE {where}
                      AND product_id IN (SELECT partner FROM raw) GROUP BY ALL),
             kp AS (SELECT product_id, count(*) AS kp FROM {d} GROUP BY ALL),
@@ -201,7 +204,7 @@ def pair_candidates(
         con.unregister("__pair_products")
         if top is not None and dead_ids is not None:
             con.unregister("__pair_dead_ids")
-        for t in (d0, ok, o0, pk, d, o, pairs):
+        for t in (d0, ok, pk, d, o, pairs):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     names = product_names(con, as_of, {ids[0] for ids in df["partner_ids"]}) if len(df) else {}
     df["partner_names"] = [names.get(ids[0], ids[0]) for ids in df["partner_ids"]]
