@@ -176,10 +176,10 @@ def dead_stock_from_inventory(
                 FROM __inventory i LEFT JOIN cleaned_transactions t
                   ON t.product_id = i.product_id AND t.order_date >= i.window_start AND t.order_date <= ?
                 GROUP BY i.product_id),
-            names AS (
-                SELECT product_id, arg_max(product_name, n) AS product_name, max(last_date) AS last_sold_date FROM (
+            names AS (  -- every product (the join below keeps the inventory's): an IN filter here costs twice the scan
+                SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name, max(last_date) AS last_sold_date FROM (
                     SELECT product_id, product_name, count(*) AS n, max(order_date) AS last_date
-                    FROM cleaned_transactions WHERE order_date <= ? AND product_id IN (SELECT product_id FROM __inventory)
+                    FROM cleaned_transactions WHERE order_date <= ?
                     GROUP BY ALL)
                 GROUP BY product_id)
             SELECT i.product_id, n.product_name, s.units_sold::DOUBLE AS units_sold,
@@ -233,7 +233,7 @@ def dead_stock_proxy(
             WHERE product_id IS NOT NULL AND order_date >= ? AND order_date <= ?
             GROUP BY product_id),
         names AS (
-            SELECT product_id, arg_max(product_name, n) AS product_name FROM (
+            SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name FROM (
                 SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
                 WHERE order_date <= ? GROUP BY ALL)
             GROUP BY product_id)
