@@ -9,7 +9,7 @@ from customer_assets.actions import outbox as ob
 from customer_assets.actions import retention as rt
 from customer_assets.actions.notifier import Notifier
 from customer_assets.actions.inputs import write_typed
-from customer_assets.common.db import resolve_as_of, table_exists
+from customer_assets.common.db import replace_table, resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
 from customer_assets.common.plotting import plt
 from customer_assets.resources import SourceConfig
@@ -50,10 +50,16 @@ def _value_at_risk_plot(summary) -> str:
 )
 def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
-        gathered = rt.gather_inputs(con)
+        gathered = rt.inputs_sql(con)
         week = _campaign_week(con, settings)
-        actions = rt.build_retention_actions(gathered.frame, settings.control_group_fraction, week)
-        write_typed(con, "retention_actions", actions, rt.RETENTION_TYPES)
+        if gathered.frame is None:  # no population table: an empty, typed table
+            empty = rt.build_retention_actions(rt.gather_inputs(con).frame, settings.control_group_fraction, week)
+            write_typed(con, "retention_actions", empty, rt.RETENTION_TYPES)
+        else:  # built in DuckDB: the same rows as rt.build_retention_actions (tested)
+            sql, params = rt.retention_actions_sql(gathered.frame, settings.control_group_fraction, week)
+            replace_table(con, "retention_actions", sql, params)
+        actions = con.execute(
+            "SELECT customer_id, risk_band, contact, control_group, value_at_risk FROM retention_actions").df()
         summary = rt.summarize(actions)
         md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
     n = len(actions)
@@ -109,12 +115,16 @@ def notification_outbox(
     notifier: Notifier,
 ) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
-        actions = con.execute("SELECT * FROM retention_actions").df()
         contacts, notes = ob.read_contacts(con, source.contacts)
-        outbox = ob.build_outbox(actions, contacts)
-        report = ob.deliver(con, outbox, contacts, notifier)
-        full = ob.outbox_with_status(con, outbox, notifier.sending_enabled())
-        write_typed(con, "notification_outbox", full, ob.OUTBOX_TYPES)
+        # built in DuckDB: the same rows as ob.build_outbox / ob.outbox_with_status (tested)
+        building = "__notification_outbox_build"
+        ob.build_outbox_table(con, contacts, building)
+        try:
+            sms = con.execute(f"SELECT * FROM {building} WHERE channel = 'sms' ORDER BY priority").df()
+            report = ob.deliver(con, sms, contacts, notifier)
+            replace_table(con, "notification_outbox", ob.outbox_with_status_sql(con, building, notifier.sending_enabled()))
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {building}")
         counts = ob.status_counts(con)
         md = table_metadata(con, "notification_outbox", order_by="priority")
     for e in report.errors[:20]:

@@ -122,6 +122,87 @@ def build_outbox(actions: pd.DataFrame, contacts: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _template_sql(template: str, fields: dict, params: list) -> str:
+    """A str.format template as a SQL concatenation of its literal parts (parameters) and fields."""
+    import string
+
+    parts = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        if literal:
+            parts.append("?")
+            params.append(literal)
+        if name is not None:
+            parts.append(fields[name])
+    return " || ".join(parts) if parts else "''"
+
+
+def build_outbox_table(con: duckdb.DuckDBPyConnection, contacts: dict, name: str,
+                       actions: str = "retention_actions") -> None:
+    """`build_outbox` in DuckDB: (re)creates TEMP table `name` with the same columns, values and
+    row order as `build_outbox(SELECT * FROM actions, contacts)`, without pulling the customer
+    table into pandas (the phone mask is computed in Python for the contact file's rows only)."""
+    params: list = []
+    fields = {"tier": "coalesce(nullif(a.tier, ''), 'valued')",
+              "reward": "coalesce(nullif(a.reward, ''), 'a thank-you offer')"}
+    low = _template_sql(TEMPLATES["Low"] + OPT_OUT, fields, params)
+    # parameters in SQL text order: the CASE's WHEN keys and literals, then the ELSE (Low)
+    case_params: list = []
+    case_sql = []
+    for band, template in TEMPLATES.items():
+        p: list = [band]
+        case_sql.append(f"WHEN ? THEN {_template_sql(template + OPT_OUT, fields, p)}")
+        case_params += p
+    text_sql = f"CASE a.risk_band {' '.join(case_sql)} ELSE {low} END"
+    params = case_params + params
+    rows = [(str(k), v, mask_phone(v) if v else None) for k, v in contacts.items()]
+    contacts_df = pd.DataFrame(rows, columns=["customer_id", "phone", "phone_masked"], dtype=object)
+    view = f"{name}_contacts"
+    if len(contacts_df):
+        con.register(view, contacts_df)
+        contacts_sql = f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(phone AS VARCHAR) AS phone, " \
+                       f"CAST(phone_masked AS VARCHAR) AS phone_masked FROM {quote_ident(view)}"
+    else:
+        contacts_sql = ("SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS phone, "
+                        "CAST(NULL AS VARCHAR) AS phone_masked WHERE false")
+    try:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS
+            WITH m AS (
+                SELECT a.*, {text_sql} AS text,
+                       CASE WHEN a.risk_band = 'High' AND coalesce(c.phone, '') <> '' THEN 'sms' ELSE 'email' END
+                           AS channel,
+                       c.phone_masked AS contact_phone_masked
+                FROM (SELECT * FROM {quote_ident(actions)} WHERE contact AND NOT control_group) a
+                LEFT JOIN ({contacts_sql}) c ON c.customer_id = CAST(a.customer_id AS VARCHAR)
+            )
+            SELECT left(sha256(coalesce(CAST(campaign_week AS VARCHAR), 'None') || '|'
+                               || CAST(customer_id AS VARCHAR) || '|' || channel), 32) AS idempotency_key,
+                   customer_id, priority, channel, risk_band, tier, text, campaign_week,
+                   CASE WHEN channel = 'sms' THEN contact_phone_masked END AS phone_masked
+            FROM m ORDER BY priority, customer_id""", params)
+    finally:
+        if len(contacts_df):
+            con.unregister(view)
+
+
+def outbox_with_status_sql(con: duckdb.DuckDBPyConnection, outbox: str, sending: bool) -> str:
+    """`outbox_with_status` as a SELECT over the table `outbox` (same columns and values)."""
+    ensure_log(con)
+    pending = "pending" if sending else "dry_run"
+    casts = {
+        "delivery_status": f"coalesce(l.status, CASE WHEN o.channel = 'email' THEN 'crm_email' ELSE '{pending}' END)",
+        "attempts": "coalesce(l.attempts, 0)",
+        "provider_message_id": "l.provider_message_id",
+        "last_error": "l.last_error",
+        "last_attempt_at": "l.last_attempt_at",
+    }
+    cols = ", ".join(f"CAST({casts.get(c, 'o.' + quote_ident(c))} AS {t}) AS {quote_ident(c)}"
+                     for c, t in OUTBOX_TYPES.items())
+    return (f"SELECT {cols} FROM {quote_ident(outbox)} o "
+            f"LEFT JOIN notification_log l ON l.idempotency_key = o.idempotency_key "
+            f"ORDER BY o.priority, o.customer_id")
+
+
 @dataclass
 class DeliveryReport:
     mode: str

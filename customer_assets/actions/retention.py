@@ -68,21 +68,23 @@ def in_control_group(customer_id: str, fraction: float) -> bool:
 
 @dataclass
 class RetentionResult:
-    frame: pd.DataFrame
+    frame: object                            # a DataFrame (gather_inputs) or a SELECT (inputs_sql)
     notes: list = field(default_factory=list)
     population_table: str | None = None
 
 
-def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
-    """One row per customer with every available input column (missing ones are NULL + a note)."""
+def inputs_sql(con: duckdb.DuckDBPyConnection) -> RetentionResult:
+    """The SELECT gathering one row per customer with every available input column (missing ones
+    are NULL + a note), as `frame` (a SQL string; None when no population table exists)."""
     notes = []
     population = next((t for t in POPULATION_TABLES if "customer_id" in table_columns(con, t)), None)
     if population is None:
-        return RetentionResult(pd.DataFrame(columns=["customer_id"] + [c[2] for c in INPUT_COLUMNS]),
-                               [f"none of {', '.join(POPULATION_TABLES)} exists: no customers to act on"])
-    selects, joins, joined = [], [], {}
+        return RetentionResult(None, [f"none of {', '.join(POPULATION_TABLES)} exists: no customers to act on"])
+    selects, joins, joined, columns = [], [], {}, {}
     for table, column, alias, sql_type in INPUT_COLUMNS:
-        cols = table_columns(con, table)
+        if table not in columns:
+            columns[table] = table_columns(con, table)
+        cols = columns[table]
         if column in cols and "customer_id" in cols:
             if table not in joined:
                 joined[table] = f"t{len(joined)}"
@@ -102,7 +104,72 @@ def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
         f"(SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {quote_ident(population)}) p "
         + " ".join(joins)
     )
-    return RetentionResult(con.execute(sql).df(), notes, population)
+    return RetentionResult(sql, notes, population)
+
+
+def gather_inputs(con: duckdb.DuckDBPyConnection) -> RetentionResult:
+    """One row per customer with every available input column (missing ones are NULL + a note)."""
+    gathered = inputs_sql(con)
+    if gathered.frame is None:
+        return RetentionResult(pd.DataFrame(columns=["customer_id"] + [c[2] for c in INPUT_COLUMNS]),
+                               gathered.notes)
+    return RetentionResult(con.execute(gathered.frame).df(), gathered.notes, gathered.population_table)
+
+
+def _case(column: str, mapping: dict, params: list) -> str:
+    """CASE column WHEN key THEN value ... END (NULL when no key matches), values as parameters."""
+    whens = []
+    for k, v in mapping.items():
+        whens.append("WHEN ? THEN ?")
+        params += [k, v]
+    return f"CASE {column} {' '.join(whens)} END" if whens else "CAST(NULL AS VARCHAR)"
+
+
+def retention_actions_sql(inputs: str, control_fraction: float, campaign_week: str | None = None) -> tuple:
+    """(SELECT, params) computing in DuckDB exactly what `build_retention_actions` computes in pandas
+    from the rows of `inputs` (the `inputs_sql` SELECT): same columns, types, values and row order.
+    The holdout bucket is the same number: the first 8 bytes of sha256(salt:customer_id) as an
+    unsigned integer / 2**64 (rounded to a double, as Python's int / int does)."""
+    if not 0.0 <= control_fraction < 1.0:
+        raise ValueError(f"control_group_fraction must be in [0, 1), got {control_fraction}")
+    params: list = []
+    reward_of_tier = _case("tier", LOYALTY_REWARDS, params)
+    band_action = _case("risk_band", RISK_BAND_ACTIONS, params)
+    params += [HOLDOUT_SALT, float(control_fraction), CONTROL_ACTION, NO_SCORE_ACTION, campaign_week]
+    casts = ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in RETENTION_TYPES.items())
+    sql = f"""
+        WITH i AS ({inputs}),
+        d AS (
+            SELECT * REPLACE (coalesce(customer_id, 'None') AS customer_id,
+                              coalesce(reward, {reward_of_tier}) AS reward),
+                   {band_action} AS band_action
+            FROM i
+        ),
+        h AS (
+            SELECT *,
+                   CAST(CAST('0x' || left(sha256(? || ':' || customer_id), 16) AS UBIGINT) AS DOUBLE)
+                       / 18446744073709551616.0 < ? AS control_group,
+                   churn_probability * CASE WHEN clv_12m < 0 THEN 0.0 ELSE clv_12m END AS value_at_risk
+            FROM d
+        ),
+        a AS (
+            SELECT *,
+                   CASE WHEN control_group THEN ? ELSE coalesce(band_action, ?) END AS action,
+                   (NOT control_group) AND band_action IS NOT NULL AS contact,
+                   ? AS campaign_week
+            FROM h
+        ),
+        r AS (
+            SELECT *,
+                   CASE WHEN contact THEN row_number() OVER (
+                       PARTITION BY contact
+                       ORDER BY value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id
+                   ) END AS priority
+            FROM a
+        )
+        SELECT {casts} FROM r ORDER BY priority NULLS LAST, customer_id
+    """
+    return sql, params
 
 
 def build_retention_actions(
