@@ -49,8 +49,8 @@ WITH days AS (
     WHERE customer_id IS NOT NULL AND order_date <= {e}
     GROUP BY customer_id, order_date
 ),
-ranked AS (
-    SELECT *, min(day) OVER (PARTITION BY customer_id) AS first_day FROM days
+firsts AS (  -- a join to the first days: cheaper than min(day) OVER (PARTITION BY customer_id)
+    SELECT customer_id, min(day) AS first_day FROM days GROUP BY customer_id
 )
 SELECT customer_id,
        CAST(count(*) - 1 AS DOUBLE) AS frequency,
@@ -59,7 +59,7 @@ SELECT customer_id,
        CAST(coalesce(avg(value) FILTER (WHERE day > first_day), 0) AS DOUBLE) AS monetary_value,
        min(day) AS first_purchase,
        CAST(sum(value) AS DOUBLE) AS historical_spend
-FROM ranked
+FROM days JOIN firsts USING (customer_id)
 GROUP BY customer_id
 ORDER BY customer_id
 """
