@@ -108,23 +108,34 @@ def data_fingerprint(con) -> str:
     return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
 
 
-def baseline_as_of(con, champion: dict, as_of: dt.date) -> Optional[dt.date]:
+def baseline_as_of(con, champion: dict, as_of: dt.date, memo: Optional[dict] = None) -> Optional[dt.date]:
     """The data end the champion was trained on: the latest order date among the files that were
     ingested before it was registered (ingested_files.loaded_at <= model_registry.trained_at).
-    None when that cannot be told (no ingested_files, e.g. hand-made data)."""
+    None when that cannot be told (no ingested_files, e.g. hand-made data).
+
+    `memo` (a dict the caller keeps for one report) shares the scan between champions whose
+    training saw the same files."""
     if not (table_exists(con, "ingested_files") and champion.get("trained_at") is not None):
         return None
-    d = con.execute(
-        """SELECT max(c.order_date) FROM cleaned_transactions c
-           JOIN ingested_files f ON f.path = c.source_file
-           WHERE f.loaded_at <= ?""",
+    paths = tuple(sorted(p for (p,) in con.execute(
+        "SELECT DISTINCT path FROM ingested_files WHERE loaded_at <= ? AND path IS NOT NULL",
         [pd.Timestamp(champion["trained_at"]).to_pydatetime()],
-    ).fetchone()[0]
+    ).fetchall()))
+    if memo is not None and paths in memo:
+        d = memo[paths]
+    else:
+        d = con.execute(
+            "SELECT max(order_date) FROM cleaned_transactions WHERE source_file IN (SELECT unnest(?))",
+            [list(paths)],
+        ).fetchone()[0] if paths else None
+        if memo is not None:
+            memo[paths] = d
     return None if d is None else min(d, as_of)
 
 
 def model_psi(con, name: str, as_of: dt.date, exempt: set,
-              feature_frame: Optional[Callable] = None, bins: int = 10) -> tuple[pd.DataFrame, Optional[str]]:
+              feature_frame: Optional[Callable] = None, bins: int = 10,
+              baseline_memo: Optional[dict] = None) -> tuple[pd.DataFrame, Optional[str]]:
     """PSI of every feature of `name`'s champion at as_of. Returns (rows, note-if-skipped).
 
     Two PSI columns:
@@ -148,7 +159,7 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
     features = list(champion.get("features") or ref.keys())
     current = fn(con, as_of)
     vs_training = psi_table(ref, current, features)
-    base_date = baseline_as_of(con, champion, as_of)
+    base_date = baseline_as_of(con, champion, as_of, baseline_memo)
     if base_date is None:
         t = vs_training.copy()
         t["baseline"] = "training reference (deployment date unknown)"
@@ -223,9 +234,9 @@ def build_drift_report(con, as_of: dt.date, horizon_days: int, psi_threshold: fl
                        labels: Optional[Callable] = None, bins: int = 10) -> DriftResult:
     """`feature_frames` / `labels` override the stage functions (name -> f(con, snapshot))."""
     feature_frames = feature_frames or {}
-    notes, frames = [], []
+    notes, frames, baseline_memo = [], [], {}
     for name in models:
-        t, note = model_psi(con, name, as_of, set(exempt), feature_frames.get(name), bins)
+        t, note = model_psi(con, name, as_of, set(exempt), feature_frames.get(name), bins, baseline_memo)
         if note:
             notes.append(note)
         if len(t):
