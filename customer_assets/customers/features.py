@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from customer_assets.common.data_version import Appended, appended_since, data_fingerprint  # noqa: F401 (re-exported)
 from customer_assets.common.db import table_exists, transaction
 
 FEATURE_COLUMNS = [
@@ -228,14 +229,25 @@ ORDER BY c.customer_id
 """
 
 
+_OPTIONAL_FIELDS = ("product_id", "quantity", "unit_price", "discount", "store_id")
+
+
+def _fields_present(con: duckdb.DuckDBPyConnection, source_table: str = "cleaned_transactions",
+                    where: str = "true") -> dict:
+    """field -> whether it has at least one non-NULL value (in the rows matching `where`)."""
+    counts = con.execute(
+        "SELECT " + ", ".join(f"count({f}) > 0" for f in _OPTIONAL_FIELDS) + f" FROM {source_table} WHERE {where}"
+    ).fetchone()
+    return dict(zip(_OPTIONAL_FIELDS, (bool(c) for c in counts)))
+
+
+def _optional_from_fields(have: dict) -> list:
+    return [name for name, fields in OPTIONAL_FEATURES.items() if all(have[f] for f in fields)]
+
+
 def available_optional_features(con: duckdb.DuckDBPyConnection, source_table: str = "cleaned_transactions") -> list:
     """Optional features whose fields the source maps (at least one non-NULL value)."""
-    counts = con.execute(
-        "SELECT " + ", ".join(f"count({f}) > 0" for f in ("product_id", "quantity", "unit_price", "discount", "store_id"))
-        + f" FROM {source_table}"
-    ).fetchone()
-    have = dict(zip(("product_id", "quantity", "unit_price", "discount", "store_id"), counts))
-    return [name for name, fields in OPTIONAL_FEATURES.items() if all(have[f] for f in fields)]
+    return _optional_from_fields(_fields_present(con, source_table))
 
 
 # --- compact base tables -------------------------------------------------------------------------
@@ -280,34 +292,6 @@ def _read_only(con) -> bool:
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
 
 
-def _table_fingerprint(con, table: str):
-    """Cheap identity of a table's content: row count + a digest of its storage layout.
-
-    Checkpointed data is immutable in DuckDB: any change (insert, update, rebuild) writes new
-    segments in blocks not in use by the current version, so the digest of (row group, segment,
-    row counts, min/max stats, block id, offset) changes; deletes change the row count. Data not
-    yet checkpointed (in the WAL / in memory, e.g. right after a small INSERT or UPDATE) has no
-    stable layout: then a hash of every row is added (a scan, as the old fingerprint did always).
-    """
-    if not table_exists(con, table):
-        return None
-    rows = con.execute(
-        "SELECT row_group_id, column_id, column_path, segment_id, start, count, stats, has_updates, persistent, "
-        f"block_id, block_offset FROM pragma_storage_info('{table}') ORDER BY ALL"
-    ).fetchall()
-    n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    content = None
-    if any(r[7] or not r[8] for r in rows):
-        content = con.execute(f"SELECT sum(hash(t)), count(*) FROM {table} AS t").fetchone()
-    return (n, hashlib.sha256(repr(rows).encode()).hexdigest(), content)
-
-
-def data_fingerprint(con) -> str:
-    """Fingerprint of everything the features read (cleaned and quarantined transactions)."""
-    parts = (_table_fingerprint(con, "cleaned_transactions"), _table_fingerprint(con, "quarantined_transactions"))
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
 def _base_exists(con, prefix: str) -> bool:
     """Whether the meta table of the base at `prefix` exists (looked up in the catalog: a missing
     table must not fall through to a Python replacement scan)."""
@@ -322,16 +306,41 @@ def _base_prefix(con) -> str:
     return "temp.main.feature_base_" if _read_only(con) else f"{BASE_SCHEMA}."
 
 
+def _row_selects(p: str, src: str, returns_src: str, optional, int_quantity: bool) -> dict:
+    """The SELECTs of the tables whose rows are computed from the lines of `src` (cancellations of
+    `returns_src`) alone: the build runs them on every line, an update on the appended ones."""
+    price_cols = ""
+    if "price_index" in optional:
+        price_cols = (f", {'CAST(t.quantity AS INTEGER)' if int_quantity else 't.quantity'} AS quantity, "
+                      "CASE WHEN t.unit_price > 0 THEN NULL ELSE t.line_total END AS unpriced_total")
+    return {
+        "line_keys": f"""SELECT c.ckey, k.pkey, t.order_date{price_cols}
+            FROM {src} t JOIN {p}customers c ON c.customer_id = t.customer_id
+            JOIN {p}products k ON k.product_id = t.product_id""",
+        "order_days": f"""SELECT customer_id, order_id, order_date, sum(coalesce(line_total, 0)) AS order_value
+            FROM {src} WHERE customer_id IS NOT NULL
+            GROUP BY customer_id, order_id, order_date""",
+        "return_days": f"""SELECT customer_id, order_date, count(*) AS n_return_lines FROM {returns_src}
+            WHERE reason = 'cancellation' AND customer_id IS NOT NULL
+            GROUP BY customer_id, order_date""",
+        "price_hist": f"""SELECT k.pkey, h.unit_price, h.order_date, h.n
+                FROM (SELECT product_id, unit_price, order_date, count(*) AS n FROM {src}
+                      WHERE customer_id IS NOT NULL AND product_id IS NOT NULL AND unit_price > 0
+                      GROUP BY product_id, unit_price, order_date) h
+                JOIN {p}products k ON k.product_id = h.product_id""",
+    }
+
+
+_PRICED_TOTAL = (", sum(line_total) FILTER (WHERE quantity > 0 AND product_id IS NOT NULL AND unit_price > 0)"
+                 " AS priced_total")
+
+
 def _build_statements(p: str, optional, with_returns: bool, int_quantity: bool = False) -> list:
     src = "cleaned_transactions"
     temp = "TEMP " if p.startswith("temp.") else ""
     stores = "store_visits" in optional
-    price_cols, priced_total = "", ""
-    if "price_index" in optional:
-        price_cols = (f", {'CAST(t.quantity AS INTEGER)' if int_quantity else 't.quantity'} AS quantity, "
-                      "CASE WHEN t.unit_price > 0 THEN NULL ELSE t.line_total END AS unpriced_total")
-        priced_total = (", sum(line_total) FILTER (WHERE quantity > 0 AND product_id IS NOT NULL AND unit_price > 0)"
-                        " AS priced_total")
+    sel = _row_selects(p, src, "quarantined_transactions", optional, int_quantity)
+    priced_total = _PRICED_TOTAL if "price_index" in optional else ""
     stmts = [
         f"""CREATE OR REPLACE {temp}TABLE {p}customers AS
             SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) AS INTEGER) AS ckey
@@ -347,14 +356,8 @@ def _build_statements(p: str, optional, with_returns: bool, int_quantity: bool =
         # same products with the median) and line_total only where unit_price is NULL or <= 0.
         # A line with unit_price > 0 prices its own product, so it always joins the medians: its
         # line_total is summed per day in customer_days (priced_total) instead.
-        f"""CREATE OR REPLACE {temp}TABLE {p}line_keys AS
-            SELECT c.ckey, k.pkey, t.order_date{price_cols}
-            FROM {src} t JOIN {p}customers c ON c.customer_id = t.customer_id
-            JOIN {p}products k ON k.product_id = t.product_id""",
-        f"""CREATE OR REPLACE {temp}TABLE {p}order_days AS
-            SELECT customer_id, order_id, order_date, sum(coalesce(line_total, 0)) AS order_value
-            FROM {src} WHERE customer_id IS NOT NULL
-            GROUP BY customer_id, order_id, order_date""",
+        f"CREATE OR REPLACE {temp}TABLE {p}line_keys AS {sel['line_keys']}",
+        f"CREATE OR REPLACE {temp}TABLE {p}order_days AS {sel['order_days']}",
         f"""CREATE OR REPLACE {temp}TABLE {p}customer_days AS
             WITH firsts AS (
                 SELECT c.customer_id, f.order_date, f.n_new_products
@@ -375,68 +378,217 @@ def _build_statements(p: str, optional, with_returns: bool, int_quantity: bool =
             SELECT d.*, coalesce(f.n_new_products, 0) AS n_new_products
             FROM days d LEFT JOIN firsts f
               ON f.customer_id = d.customer_id AND f.order_date IS NOT DISTINCT FROM d.order_date""",
-        f"""CREATE OR REPLACE {temp}TABLE {p}return_days AS
-            SELECT customer_id, order_date, count(*) AS n_return_lines FROM quarantined_transactions
-            WHERE reason = 'cancellation' AND customer_id IS NOT NULL
-            GROUP BY customer_id, order_date"""
+        f"CREATE OR REPLACE {temp}TABLE {p}return_days AS {sel['return_days']}"
         if with_returns else
         f"""CREATE OR REPLACE {temp}TABLE {p}return_days AS
             SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS DATE) AS order_date,
                    CAST(0 AS BIGINT) AS n_return_lines WHERE false""",
     ]
     if "price_index" in optional:
-        stmts.append(
-            f"""CREATE OR REPLACE {temp}TABLE {p}price_hist AS
-                SELECT k.pkey, h.unit_price, h.order_date, h.n
-                FROM (SELECT product_id, unit_price, order_date, count(*) AS n FROM {src}
-                      WHERE customer_id IS NOT NULL AND product_id IS NOT NULL AND unit_price > 0
-                      GROUP BY product_id, unit_price, order_date) h
-                JOIN {p}products k ON k.product_id = h.product_id""")
+        stmts.append(f"CREATE OR REPLACE {temp}TABLE {p}price_hist AS {sel['price_hist']}")
     return stmts
 
 
-def _whole_quantities(con, optional) -> bool:
+def _whole_quantities(con, optional, where: str = "true") -> bool:
     """Whether line_keys can store quantity as INTEGER without changing a value: every non-NULL
-    quantity is a whole number within INTEGER range (then INTEGER * DOUBLE = the DOUBLE product)."""
+    quantity is a whole number within INTEGER range (then INTEGER * DOUBLE = the DOUBLE product).
+    `where`: only these rows (the appended ones, for an incremental update)."""
     if "price_index" not in optional:
         return False
     return bool(con.execute(
         "SELECT coalesce(bool_and(quantity = round(quantity) AND abs(quantity) < 2147483647), true) "
-        "FROM cleaned_transactions").fetchone()[0])
+        f"FROM cleaned_transactions WHERE {where}").fetchone()[0])
+
+
+def _append_statements(p: str, optional, with_returns: bool, int_quantity: bool, cleaned_start: int) -> list:
+    """The statements that add the rows of the TEMP table __feature_base_delta (the lines appended to
+    cleaned_transactions, rowid >= `cleaned_start`) and __feature_base_delta_returns (the appended
+    cancellations) to the base tables, so that they give what `_build_statements` gives on all lines.
+
+    fast_features_sql re-aggregates every table (sums, mins, counts of rows), so partial aggregates of
+    the new lines are appended as extra rows, except for the two distinct counts of customer_days:
+    - n_new_products: a (customer, product) pair first bought in the new lines counts +1 on its first
+      new date; when the new lines predate the pair's first purchase in the old lines (late data), the
+      first purchase moves: -1 on the old date, +1 on the new one (read from line_keys before the new
+      lines are added to it);
+    - n_stores: a store of a customer-day counts only if no old line of that customer-day has it.
+    New customers and products get keys after the existing ones (keys are only joined on, never
+    ordered by)."""
+    d, r = "temp.main.__feature_base_delta", "temp.main.__feature_base_delta_returns"
+    stores = "store_visits" in optional
+    priced = "price_index" in optional
+    sel = _row_selects(p, d, r, optional, int_quantity)
+    cp = "(CAST(ckey AS BIGINT) << 32) + pkey"
+    stmts = [
+        f"""INSERT INTO {p}customers
+            SELECT customer_id, CAST((SELECT coalesce(max(ckey), 0) FROM {p}customers)
+                                     + row_number() OVER (ORDER BY customer_id) AS INTEGER)
+            FROM (SELECT DISTINCT customer_id FROM {d} WHERE customer_id IS NOT NULL) n
+            WHERE NOT EXISTS (SELECT 1 FROM {p}customers c WHERE c.customer_id = n.customer_id)""",
+        f"""INSERT INTO {p}products
+            SELECT product_id, CAST((SELECT coalesce(max(pkey), 0) FROM {p}products)
+                                    + row_number() OVER (ORDER BY product_id) AS INTEGER)
+            FROM (SELECT DISTINCT product_id FROM {d} WHERE product_id IS NOT NULL) n
+            WHERE NOT EXISTS (SELECT 1 FROM {p}products k WHERE k.product_id = n.product_id)""",
+        # the new lines with their keys (line_keys rows, and the pairs for n_new_products)
+        f"CREATE OR REPLACE TEMP TABLE __feature_base_delta_keys AS {sel['line_keys']}",
+        # first purchase moves of the pairs in the new lines, read from line_keys BEFORE they are added
+        f"""CREATE OR REPLACE TEMP TABLE __feature_base_delta_firsts AS
+            WITH new AS (SELECT {cp} AS cp, min(order_date) AS d_new
+                         FROM temp.main.__feature_base_delta_keys GROUP BY cp),
+                 old AS (SELECT cp, min(order_date) AS d_old
+                         FROM (SELECT {cp} AS cp, order_date FROM {p}line_keys
+                               WHERE ckey IN (SELECT DISTINCT CAST(cp >> 32 AS INTEGER) FROM new)) l
+                         SEMI JOIN new USING (cp) GROUP BY cp),
+                 moves AS (SELECT n.cp, n.d_new AS order_date, 1 AS n FROM new n LEFT JOIN old o USING (cp)
+                           WHERE o.d_old IS NULL OR n.d_new < o.d_old
+                           UNION ALL
+                           SELECT n.cp, o.d_old, -1 FROM new n JOIN old o USING (cp) WHERE n.d_new < o.d_old)
+            SELECT c.customer_id, m.order_date, CAST(sum(m.n) AS BIGINT) AS n_new_products
+            FROM moves m JOIN {p}customers c ON c.ckey = CAST(m.cp >> 32 AS INTEGER)
+            GROUP BY c.customer_id, m.order_date""",
+        f"""INSERT INTO {p}line_keys SELECT * FROM temp.main.__feature_base_delta_keys""",
+        f"INSERT INTO {p}order_days {sel['order_days']}",
+    ]
+    store_cte, store_join, store_col, store_zero = "", "", "", ""
+    if stores:
+        # stores of the new lines per customer-day that no old line (rowid < cleaned_start) of that
+        # customer-day has; the old lines are read only on the new lines' dates
+        store_cte = f""",
+            new_stores AS (SELECT DISTINCT customer_id, order_date, store_id FROM {d}
+                           WHERE customer_id IS NOT NULL AND store_id IS NOT NULL),
+            old_stores AS (SELECT DISTINCT customer_id, order_date, store_id FROM cleaned_transactions
+                           WHERE rowid < {int(cleaned_start)} AND customer_id IS NOT NULL AND store_id IS NOT NULL
+                             AND order_date BETWEEN (SELECT min(order_date) FROM new_stores)
+                                                AND (SELECT max(order_date) FROM new_stores)),
+            store_counts AS (SELECT customer_id, order_date, count(*) AS n_stores
+                             FROM (SELECT * FROM new_stores EXCEPT SELECT * FROM old_stores)
+                             GROUP BY customer_id, order_date)"""
+        store_join = ("LEFT JOIN store_counts s ON s.customer_id = d.customer_id "
+                      "AND s.order_date IS NOT DISTINCT FROM d.order_date")
+        store_col = ", coalesce(s.n_stores, 0) AS n_stores"
+        store_zero = ", 0 AS n_stores"
+    priced_col = _PRICED_TOTAL if priced else ""
+    stmts.append(
+        f"""INSERT INTO {p}customer_days
+            WITH days AS (
+                SELECT customer_id, order_date, count(*) AS n_lines,
+                       count(*) FILTER (WHERE discount > 0) AS n_discount_lines{priced_col}
+                FROM {d} WHERE customer_id IS NOT NULL GROUP BY customer_id, order_date
+            ){store_cte}
+            SELECT d.customer_id, d.order_date, d.n_lines, d.n_discount_lines{store_col}
+                   {", d.priced_total" if priced else ""}, coalesce(f.n_new_products, 0) AS n_new_products
+            FROM days d {store_join}
+            LEFT JOIN temp.main.__feature_base_delta_firsts f
+              ON f.customer_id = d.customer_id AND f.order_date IS NOT DISTINCT FROM d.order_date
+            UNION ALL
+            -- moved first purchases on days without new lines: a row that only carries the -1
+            SELECT f.customer_id, f.order_date, 0, 0{store_zero}{", NULL" if priced else ""}, f.n_new_products
+            FROM temp.main.__feature_base_delta_firsts f
+            WHERE NOT EXISTS (SELECT 1 FROM days d WHERE d.customer_id = f.customer_id
+                                                     AND d.order_date IS NOT DISTINCT FROM f.order_date)""")
+    if with_returns:
+        stmts.append(f"INSERT INTO {p}return_days {sel['return_days']}")
+    if priced:
+        stmts.append(f"INSERT INTO {p}price_hist {sel['price_hist']}")
+    return stmts
 
 
 _LAYOUT_VERSION = hashlib.sha256(
-    (inspect.getsource(_build_statements) + inspect.getsource(_whole_quantities)).encode()).hexdigest()[:16]
+    "".join(inspect.getsource(fn) for fn in (_row_selects, _build_statements, _whole_quantities, _append_statements))
+    .encode() + _PRICED_TOTAL.encode()).hexdigest()[:16]
+
+
+def _read_meta(con, p: str):
+    """The meta row as a dict, or None (no base, or a meta table of an older format)."""
+    if not _base_exists(con, p):
+        return None
+    cur = con.execute(f"SELECT * FROM {p}meta")
+    names = [c[0] for c in cur.description]
+    row = cur.fetchone()
+    if row is None:
+        return None
+    meta = dict(zip(names, row))
+    if not {"fingerprint", "layout", "build_id", "optional", "with_returns", "fields", "int_quantity"} <= set(meta):
+        return None
+    return meta
+
+
+def _write_meta(con, p: str, fingerprint: str, build_id: str, optional, with_returns: bool, fields: dict,
+                int_quantity: bool, built_by: str, appended_rows: int = 0) -> None:
+    con.execute(
+        f"CREATE OR REPLACE {'TEMP ' if p.startswith('temp.') else ''}TABLE {p}meta AS "
+        "SELECT ? AS fingerprint, ? AS layout, ? AS build_id, ? AS optional, ? AS with_returns, ? AS fields, "
+        "? AS int_quantity, ? AS built_by, ? AS appended_rows, now() AS built_at",
+        [fingerprint, _LAYOUT_VERSION, build_id, json.dumps(list(optional)), with_returns,
+         json.dumps(fields, sort_keys=True), int_quantity, built_by, appended_rows],
+    )
+
+
+def _apply_appended(con, p: str, meta: dict, appended: Appended, fingerprint: str):
+    """Update the base built from meta's data with the appended rows only; None when the new rows
+    change what a rebuild would build (a field with its first values, so a new optional feature; a
+    fractional quantity where line_keys stores INTEGER; quarantine appearing): then rebuild."""
+    optional = tuple(json.loads(meta["optional"]))
+    with_returns = bool(meta["with_returns"])
+    int_quantity = bool(meta["int_quantity"])
+    fields = json.loads(meta["fields"])
+    if with_returns != table_exists(con, "quarantined_transactions"):
+        return None
+    new_rows = appended.where("cleaned_transactions")
+    if fields != {**fields, **{k: v for k, v in _fields_present(con, where=new_rows).items() if v}}:
+        return None
+    if int_quantity and not _whole_quantities(con, optional, new_rows):
+        return None
+    build_id = uuid.uuid4().hex
+    cols = "customer_id, order_id, order_date, product_id, quantity, unit_price, line_total, discount, store_id"
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __feature_base_delta AS SELECT {cols} "
+                    f"FROM cleaned_transactions WHERE {new_rows}")
+        if with_returns:
+            con.execute("CREATE OR REPLACE TEMP TABLE __feature_base_delta_returns AS "
+                        "SELECT customer_id, order_date, reason FROM quarantined_transactions "
+                        f"WHERE {appended.where('quarantined_transactions')}")
+        for stmt in _append_statements(p, optional, with_returns, int_quantity, appended.cleaned[0]):
+            con.execute(stmt)
+        for t in ("delta", "delta_returns", "delta_keys", "delta_firsts"):
+            con.execute(f"DROP TABLE IF EXISTS temp.main.__feature_base_{t}")
+        _write_meta(con, p, fingerprint, build_id, optional, with_returns, fields, int_quantity, "append",
+                    (appended.cleaned[1] - appended.cleaned[0]) + (appended.quarantined[1] - appended.quarantined[0]))
+    return FeatureBase(p, build_id, optional, with_returns)
 
 
 def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
-    """The compact base tables for the current data, (re)built when absent or stale."""
+    """The compact base tables for the current data: reused when built from it, updated from the
+    appended rows only when the data is the data they were built from plus incremental appends
+    (`common.data_version.appended_since`), else (re)built."""
     if not table_exists(con, "cleaned_transactions"):
         raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
     p = _base_prefix(con)
-    # the layout version is part of the key: a warehouse built by an earlier version of the build
+    fingerprint = data_fingerprint(con)
+    # the layout version is stored too: a base built by an earlier version of the build (or update)
     # statements is rebuilt, not read with the wrong columns
-    fingerprint = data_fingerprint(con) + ":" + _LAYOUT_VERSION
-    meta_table = p + "meta"
-    row = None
-    if _base_exists(con, p):
-        row = con.execute(f"SELECT fingerprint, build_id, optional, with_returns FROM {meta_table}").fetchone()
-    if row is not None and row[0] == fingerprint:
-        return FeatureBase(p, row[1], tuple(json.loads(row[2])), bool(row[3]))
-    optional = tuple(available_optional_features(con))
+    meta = _read_meta(con, p)
+    if meta is not None and meta["layout"] == _LAYOUT_VERSION:
+        if meta["fingerprint"] == fingerprint:
+            return FeatureBase(p, meta["build_id"], tuple(json.loads(meta["optional"])), bool(meta["with_returns"]))
+        appended = appended_since(con, meta["fingerprint"], fingerprint)
+        if appended is not None:
+            base = _apply_appended(con, p, meta, appended, fingerprint)
+            if base is not None:
+                return base
+    fields = _fields_present(con)
+    optional = tuple(_optional_from_fields(fields))
     with_returns = table_exists(con, "quarantined_transactions")
+    int_quantity = _whole_quantities(con, optional)
     build_id = uuid.uuid4().hex
     if p.startswith(BASE_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {BASE_SCHEMA}")
     # all tables and the meta row in one transaction (the caller's, if one is open)
     with transaction(con):
-        for stmt in _build_statements(p, optional, with_returns, _whole_quantities(con, optional)):
+        for stmt in _build_statements(p, optional, with_returns, int_quantity):
             con.execute(stmt)
-        con.execute(
-            f"CREATE OR REPLACE {'TEMP ' if p.startswith('temp.') else ''}TABLE {meta_table} AS "
-            "SELECT ? AS fingerprint, ? AS build_id, ? AS optional, ? AS with_returns, now() AS built_at",
-            [fingerprint, build_id, json.dumps(list(optional)), with_returns],
-        )
+        _write_meta(con, p, fingerprint, build_id, optional, with_returns, fields, int_quantity, "rebuild")
     return FeatureBase(p, build_id, optional, with_returns)
 
 
