@@ -14,6 +14,7 @@ Rewards come from settings.LOYALTY_REWARDS (the seed specification's table).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Optional
 
 import pandas as pd
 
@@ -22,18 +23,24 @@ from customer_assets.settings import LOYALTY_REWARDS
 TIERS = ["Platinum", "Gold", "Silver", "Bronze"]
 
 
-def qualifying_spend_sql(as_of: dt.date, window_days: int) -> str:
-    """Per customer (every customer with an order up to as_of): spend in the window."""
+def qualifying_spend_sql(as_of: dt.date, window_days: int, order_days: Optional[str] = None) -> str:
+    """Per customer (every customer with an order up to as_of): spend in the window. From
+    cleaned_transactions (the definition), or, when `order_days` names the feature base's
+    order_days table (one row per customer x order x day, order_value = sum(coalesce(line_total,
+    0)) of its lines), from that ~20x smaller table: the same customers and the same line totals
+    (a missing line_total counts 0 either way)."""
     if int(window_days) <= 0:
         raise ValueError(f"loyalty window must be positive, got {window_days}")
     snap = f"DATE '{as_of.isoformat()}'"
+    src, money = (order_days, "order_value") if order_days else ("cleaned_transactions", "line_total")
     return f"""
 SELECT customer_id,
-       CAST(coalesce(sum(line_total) FILTER (WHERE order_date > {snap} - {int(window_days)}), 0) AS DOUBLE)
+       CAST(coalesce(sum({money}) FILTER (WHERE order_date > {snap} - {int(window_days)}), 0) AS DOUBLE)
            AS qualifying_spend
-FROM cleaned_transactions
+FROM {src}
 WHERE order_date <= {snap} AND customer_id IS NOT NULL
 GROUP BY customer_id
+ORDER BY customer_id
 """
 
 
@@ -53,6 +60,8 @@ def assign_tiers(spend: pd.DataFrame, platinum: float, gold: float, silver: floa
     df["value_rank"] = rank.astype("int64")
     df["tier"] = tier
     df["reward"] = df["tier"].map(LOYALTY_REWARDS)
+    if df["customer_id"].is_monotonic_increasing:  # already in order (qualifying_spend_sql sorts)
+        return df.reset_index(drop=True)
     return df.sort_values("customer_id").reset_index(drop=True)
 
 

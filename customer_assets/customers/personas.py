@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples
+from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -37,6 +38,7 @@ PERSONA_FEATURES = [
 ]
 LOG_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "unique_products", "orders_per_30d"]
 RANDOM_STATE = 42
+NAME_QUANTILES = [0.4, 0.7, 0.8]  # the thresholds name_cluster compares cluster medians with
 
 
 def prepare(features: pd.DataFrame, cols=PERSONA_FEATURES, log_cols=LOG_FEATURES) -> np.ndarray:
@@ -87,18 +89,21 @@ def choose_k(x: np.ndarray, k_min: int = 3, k_max: int = 8, sample_size: int = 3
     if not ks:
         raise ValueError(f"{n} customers: too few to cluster into {k_min}..{k_max} groups")
     scores, fits = {}, {}
+    # silhouette_score(scaled x, labels, sample_size, random_state) draws the same customer sample
+    # for every k (same n, same seed) and every k's scaler is fitted on the same x, so the sample's
+    # pairwise distances are computed once and scored per k as "precomputed": the same numbers
+    # (tested against silhouette_score) for one distance matrix instead of one per k
+    sample = np.random.RandomState(RANDOM_STATE).permutation(n)[:min(sample_size, n)]
+    dist = None
     for k in ks:
         pipe = _fit(x, k)
         labels = pipe.named_steps["kmeans"].labels_
         if len(set(labels)) < 2:
             scores[k] = float("nan")
         else:
-            scores[k] = float(
-                silhouette_score(
-                    pipe.named_steps["scale"].transform(x), labels,
-                    sample_size=min(sample_size, n), random_state=RANDOM_STATE,
-                )
-            )
+            if dist is None:
+                dist = euclidean_distances(pipe.named_steps["scale"].transform(x)[sample])
+            scores[k] = float(np.mean(silhouette_samples(dist, labels[sample], metric="precomputed")))
         fits[k] = pipe
     valid = {k: s for k, s in scores.items() if not np.isnan(s)}
     if not valid:
@@ -107,7 +112,7 @@ def choose_k(x: np.ndarray, k_min: int = 3, k_max: int = 8, sample_size: int = 3
     return best, scores, fits
 
 
-def name_cluster(profile: pd.Series, overall: pd.DataFrame) -> str:
+def name_cluster(profile: pd.Series, overall: pd.DataFrame, quantiles: pd.DataFrame | None = None) -> str:
     """A readable name from cluster medians (`profile`) against all customers (`overall`).
 
     value: median monetary >= P80 of all customers "High-value", >= P40 "Mid-value", else
@@ -115,8 +120,14 @@ def name_cluster(profile: pd.Series, overall: pd.DataFrame) -> str:
     days "newcomers"; median frequency 1 "one-time buyers"; median frequency 2 "occasional
     buyers"; median orders per 30 days >= P80 "frequent regulars"; otherwise "regulars". Lapsed
     clusters say "lapsed one-time buyers", "lapsed occasional buyers" or "lapsed regulars".
+    `quantiles`: overall.quantile(NAME_QUANTILES), when the caller names several clusters.
     """
-    q = overall.quantile
+    if quantiles is None:
+        quantiles = overall.quantile(NAME_QUANTILES)
+
+    def q(p):
+        return quantiles.loc[p]
+
     m = profile["monetary"]
     value = "High-value" if m >= q(0.8)["monetary"] else "Mid-value" if m >= q(0.4)["monetary"] else "Low-value"
     one_time = profile["frequency"] <= 1
@@ -141,7 +152,8 @@ def name_clusters(features: pd.DataFrame, labels: np.ndarray) -> dict:
     """Unique names per cluster; clusters that would share a name are told apart by basket size."""
     overall = features[PERSONA_FEATURES].astype(float)
     prof = overall.groupby(labels).median()
-    names = {int(c): name_cluster(prof.loc[c], overall) for c in prof.index}
+    quantiles = overall.quantile(NAME_QUANTILES)  # once, not per cluster and threshold
+    names = {int(c): name_cluster(prof.loc[c], overall, quantiles) for c in prof.index}
     for name in set(names.values()):
         dup = [c for c, n in names.items() if n == name]
         if len(dup) > 1:
@@ -159,6 +171,7 @@ class PersonaResult:
     k: int
     silhouettes: dict
     profile: pd.DataFrame      # per cluster: customers, share, medians
+    fit_customers: pd.Series | None = None  # customer ids of the fit sample (None: every customer)
 
 
 def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_size: int = 3000,
@@ -182,7 +195,9 @@ def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_
     order = {int(old): new for new, old in enumerate(med.sort_values(ascending=False).index)}
     km = pipe.named_steps["kmeans"]
     km.cluster_centers_ = km.cluster_centers_[[old for old, _ in sorted(order.items(), key=lambda t: t[1])]]
-    labels = np.array([order[int(c)] for c in labels])
+    relabel = np.zeros(max(order) + 1, dtype=int)
+    relabel[list(order)] = list(order.values())
+    labels = relabel[labels]
     km.labels_ = labels
     names = name_clusters(features, labels)
     model = PersonaModel(pipeline=pipe, features=list(PERSONA_FEATURES), log_features=list(LOG_FEATURES), names=names)
@@ -193,4 +208,5 @@ def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_
     prof.insert(1, "share", prof["customers"] / len(labels))
     prof.insert(0, "persona", [names[c] for c in prof.index])
     prof.index.name = "cluster"
-    return PersonaResult(assign, model, k, scores, prof.reset_index())
+    fit_customers = None if fit_rows is features else fit_rows["customer_id"]
+    return PersonaResult(assign, model, k, scores, prof.reset_index(), fit_customers)

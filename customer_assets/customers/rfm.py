@@ -97,17 +97,33 @@ def compute_rfm(features: pd.DataFrame, price_sensitive_index: float | None = 0.
     df["r_score"] = quintile_scores(df["recency_days"], higher_is_better=False)
     df["f_score"] = quintile_scores(df["frequency"])
     df["m_score"] = quintile_scores(df["monetary"])
-    df["rfm_code"] = (
-        df["r_score"].astype(str) + df["f_score"].astype(str) + df["m_score"].astype(str)
-    )
+    # scores are 1..5: the three digits as one number, then as text ("5" "4" "3" -> "543")
+    df["rfm_code"] = (100 * df["r_score"] + 10 * df["f_score"] + df["m_score"]).astype(str)
     use_price = price_sensitive_index is not None and "price_index" in features.columns
     if use_price:
         df["price_index"] = features["price_index"].astype(float)
         flag = df["price_index"] <= price_sensitive_index
     else:
         flag = None
-    df["segment"] = assign_segments(df["r_score"], df["f_score"], df["m_score"], flag)
+    df["segment"] = _segments_by_code(df["r_score"], df["f_score"], df["m_score"], flag)
+    if df["customer_id"].is_monotonic_increasing:  # features are read ordered by customer_id
+        return df.reset_index(drop=True)
     return df.sort_values("customer_id").reset_index(drop=True)
+
+
+def _segments_by_code(r: pd.Series, f: pd.Series, m: pd.Series, price_sensitive: pd.Series | None,
+                      rules: pd.DataFrame = SEGMENT_RULES) -> pd.Series:
+    """assign_segments for many customers: the rule table is applied once to each distinct
+    (R, F, M, price flag) combination present (at most 250), then looked up per customer."""
+    code = 25 * (r.to_numpy() - 1) + 5 * (f.to_numpy() - 1) + (m.to_numpy() - 1)
+    if price_sensitive is not None:
+        code = code + 125 * price_sensitive.to_numpy(dtype=bool)
+    uniq, inverse = np.unique(code, return_inverse=True)
+    base = uniq % 125
+    combos = pd.DataFrame({"r": base // 25 + 1, "f": base // 5 % 5 + 1, "m": base % 5 + 1})
+    flags = None if price_sensitive is None else pd.Series(uniq >= 125)
+    table = assign_segments(combos["r"], combos["f"], combos["m"], flags, rules)
+    return pd.Series(table.to_numpy()[inverse], index=r.index, dtype="object")
 
 
 def segment_summary(rfm: pd.DataFrame) -> pd.DataFrame:
