@@ -34,22 +34,45 @@ def df_to_markdown(df: pd.DataFrame, max_rows: int = 10, floatfmt: str = ".4g") 
 
 def fig_to_md(fig, alt: str = "plot", dpi: int = 90) -> str:
     """A matplotlib figure as an inline base64 PNG in markdown (the Dagster UI renders it)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
+    data = base64.b64encode(fig_to_png_bytes(fig, dpi)).decode()
     return f"![{alt}](data:image/png;base64,{data})"
 
 
 def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes, cropped to its tight bounding box (as savefig(bbox_inches="tight")).
+
+    savefig(bbox_inches="tight") lays the figure out twice (a draw without rendering to measure it,
+    then the real draw on a new renderer, measuring every text again). Here the tight box is
+    measured once on the canvas' own renderer (as tight_layout does) and, when it lies inside the
+    figure, the figure is drawn once on that same renderer (text sizes cached) and the image
+    cropped to the box; a box reaching outside the figure (labels wider than the margin) is saved
+    with that explicit box. Same picture, up to the sub-pixel position of the crop."""
+    import matplotlib as mpl
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    try:
+        if not isinstance(fig.canvas, FigureCanvasAgg) or fig.get_layout_engine() is not None:
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+            return buf.getvalue()
+        fig.set_dpi(dpi)
+        canvas = fig.canvas
+        pad = mpl.rcParams["savefig.pad_inches"]
+        box = fig.get_tightbbox(canvas.get_renderer()).padded(pad)
+        width, height = fig.get_size_inches()
+        if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches=box)
+            return buf.getvalue()
+        canvas.draw()
+        image = np.asarray(canvas.buffer_rgba())
+        left, top = int(round(box.x0 * dpi)), int(round((height - box.y1) * dpi))
+        cropped = image[top:top + int(box.height * dpi), left:left + int(box.width * dpi)]
+        mpl.image.imsave(buf, cropped, format="png", dpi=dpi)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
 
 
 def table_metadata(con, table: str, preview_rows: int = 10, order_by: Optional[str] = None) -> dict:
