@@ -123,14 +123,15 @@ def build_report(con: duckdb.DuckDBPyConnection, horizon_days: int = 90,
                  title: str = "Customer intelligence report") -> dict:
     """Every section, the recommendations, the HTML text and the markdown summary."""
     built = []
-    for fn in S.ALL_SECTIONS:
-        try:
-            built.append(fn(con, horizon_days=horizon_days) if fn is S.churn else fn(con))
-        except Exception as e:  # a broken input degrades one section, never the report
-            name = fn.__name__
-            built.append(S.Section(name, name.replace("_", " ").title(),
-                                   S.note(f"Could not draw this section: {type(e).__name__}: {e}"),
-                                   missing=f"error: {type(e).__name__}: {e}"))
+    with S.catalog_cache(con):
+        for fn in S.ALL_SECTIONS:
+            try:
+                built.append(fn(con, horizon_days=horizon_days) if fn is S.churn else fn(con))
+            except Exception as e:  # a broken input degrades one section, never the report
+                name = fn.__name__
+                built.append(S.Section(name, name.replace("_", " ").title(),
+                                       S.note(f"Could not draw this section: {type(e).__name__}: {e}"),
+                                       missing=f"error: {type(e).__name__}: {e}"))
     found = {s.key: s.facts for s in built if s.missing is None}
     recs = recommendations(found)
     generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,8 +18,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer_assets.actions.inputs import read_optional, table_columns
-from customer_assets.common.db import table_exists
+from customer_assets.actions import inputs as _inputs
+from customer_assets.common import db as _db
+from customer_assets.common.db import quote_ident
 from customer_assets.common.metadata import fig_to_png_bytes
 from customer_assets.common.plotting import plt
 
@@ -33,6 +35,46 @@ class Section:
     md: list = field(default_factory=list)
     facts: dict = field(default_factory=dict)
     missing: Optional[str] = None
+
+
+# --- the warehouse catalog, read once per report ---------------------------------------------
+# The sections ask ~40 times whether a table exists and which columns it has; while build_report
+# runs (the tables do not change), one information_schema query answers all of them.
+
+_CATALOG: dict = {}  # id(con) -> {table: [columns in order]}
+
+
+@contextmanager
+def catalog_cache(con: duckdb.DuckDBPyConnection):
+    """Within the block, table_exists / table_columns / read_optional on `con` use one catalog read."""
+    tables: dict = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        tables.setdefault(table, []).append(column)
+    _CATALOG[id(con)] = tables
+    try:
+        yield
+    finally:
+        _CATALOG.pop(id(con), None)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    cached = _CATALOG.get(id(con))
+    return name in cached if cached is not None else _db.table_exists(con, name)
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list:
+    cached = _CATALOG.get(id(con))
+    return list(cached.get(name, [])) if cached is not None else _inputs.table_columns(con, name)
+
+
+def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "") -> Optional[pd.DataFrame]:
+    """`SELECT * FROM name <sql_tail>` as a DataFrame, or None when the table does not exist."""
+    if not table_exists(con, name):
+        return None
+    return con.execute(f"SELECT * FROM {quote_ident(name)} {sql_tail}").df()
 
 
 # --- small HTML helpers ----------------------------------------------------------------------
