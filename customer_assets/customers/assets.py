@@ -189,7 +189,7 @@ def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> st
     _plain_log_ticks(a2)
     a2.set_xlabel("1 + recency_days")
     a2.set_ylabel("monetary")
-    a2.legend(fontsize=7, markerscale=3)
+    a2.legend(fontsize=7, markerscale=3, loc="lower left")  # "best" scans every point
     a2.set_title("Personas")
     return fig_to_md(fig, "personas")
 

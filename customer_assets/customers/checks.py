@@ -21,17 +21,17 @@ def customer_coverage(con, table: str) -> dict:
             "SELECT count(DISTINCT customer_id) FROM cleaned_transactions WHERE customer_id IS NOT NULL"
         ).fetchone()[0]
         return {"passed": expected == 0, "rows": 0, "expected_customers": int(expected)}
-    rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {t}").fetchone()
-    # one scan of cleaned_transactions: the expected set is materialized once and counted, not
-    # recomputed by a second count(DISTINCT) query
-    expected, missing, extra = con.execute(
-        f"""WITH expected AS MATERIALIZED (
+    # one query: the expected set (one scan of cleaned_transactions) full-joined to the table's
+    # customers with their row counts. A table row with a NULL customer_id matches nothing: it
+    # counts in rows and as unexpected, not as a distinct customer (as count(DISTINCT) and EXCEPT).
+    rows, distinct, expected, missing, extra = con.execute(
+        f"""WITH expected AS (
                 SELECT DISTINCT customer_id FROM cleaned_transactions
                 WHERE customer_id IS NOT NULL AND order_date <= ?),
-            got AS MATERIALIZED (SELECT DISTINCT customer_id FROM {t})
-            SELECT (SELECT count(*) FROM expected),
-                   (SELECT count(*) FROM (SELECT * FROM expected EXCEPT SELECT * FROM got)),
-                   (SELECT count(*) FROM (SELECT * FROM got EXCEPT SELECT * FROM expected))""",
+            got AS (SELECT customer_id, count(*) AS n FROM {t} GROUP BY customer_id)
+            SELECT coalesce(sum(g.n), 0), count(g.customer_id), count(e.customer_id),
+                   count(*) FILTER (WHERE g.n IS NULL), count(*) FILTER (WHERE e.customer_id IS NULL)
+            FROM expected e FULL OUTER JOIN got g ON g.customer_id = e.customer_id""",
         [snap[1]],
     ).fetchone()
     return {
@@ -62,7 +62,7 @@ def _coverage_check(table: str):
 )
 def champions_are_top_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
-        df = con.execute("SELECT customer_id, recency_days, monetary, segment FROM rfm_segments").df()
+        df = con.execute("SELECT recency_days, monetary, segment FROM rfm_segments").df()
     res = rfm.champions_validation(df)
     return dg.AssetCheckResult(passed=res.pop("passed"), metadata=res)
 
@@ -73,7 +73,7 @@ def champions_are_top_customers(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 )
 def tiers_ordered_by_value(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
-        df = con.execute("SELECT customer_id, tier, monetary FROM loyalty_tiers").df()
+        df = con.execute("SELECT tier, monetary FROM loyalty_tiers").df()
     res = loyalty.tier_validation(df)
     return dg.AssetCheckResult(passed=res.pop("passed"), metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in res.items()})
 

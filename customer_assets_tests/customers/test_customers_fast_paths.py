@@ -157,3 +157,43 @@ def test_read_features_columns(retail):
     assert list(some.columns) == ["customer_id", "monetary", "price_index"]
     assert some.equals(full[["customer_id", "monetary", "price_index"]])
     assert list(itertools.islice(full.columns, 2)) == ["customer_id", "snapshot_date"]
+
+
+def _coverage_reference(con, table: str) -> tuple:
+    """The counts as the check computed them before (count(DISTINCT) and two EXCEPTs)."""
+    snap = con.execute(f"SELECT max(snapshot_date) FROM {table}").fetchone()[0]
+    rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {table}").fetchone()
+    expected, missing, extra = con.execute(
+        f"""WITH expected AS MATERIALIZED (
+                SELECT DISTINCT customer_id FROM cleaned_transactions
+                WHERE customer_id IS NOT NULL AND order_date <= ?),
+            got AS MATERIALIZED (SELECT DISTINCT customer_id FROM {table})
+            SELECT (SELECT count(*) FROM expected),
+                   (SELECT count(*) FROM (SELECT * FROM expected EXCEPT SELECT * FROM got)),
+                   (SELECT count(*) FROM (SELECT * FROM got EXCEPT SELECT * FROM expected))""", [snap]).fetchone()
+    return rows, distinct, expected, missing, extra
+
+
+@pytest.mark.parametrize("table_rows", [
+    "SELECT * FROM good",                                                     # exact
+    "SELECT * FROM good WHERE customer_id <> 'b'",                            # one missing
+    "SELECT * FROM good UNION ALL SELECT * FROM good WHERE customer_id = 'a'",  # a duplicate
+    "SELECT * FROM good UNION ALL SELECT 'zz', DATE '2021-06-30'",            # one unexpected
+    "SELECT * FROM good UNION ALL SELECT NULL, DATE '2021-06-30'",            # a NULL customer
+    "SELECT * FROM good WHERE customer_id = 'a' UNION ALL SELECT NULL, DATE '2021-06-30' "
+    "UNION ALL SELECT NULL, DATE '2021-06-30'",                               # missing + NULLs
+])
+def test_coverage_counts_equal_the_reference(con, table_rows):
+    from customer_assets.customers.checks import customer_coverage
+
+    con.execute("""CREATE TABLE cleaned_transactions AS SELECT * FROM (VALUES
+        ('a', DATE '2021-01-01'), ('a', DATE '2021-02-01'), ('b', DATE '2021-03-01'), ('c', DATE '2021-06-30'),
+        (NULL, DATE '2021-01-05'), ('late', DATE '2021-07-01')) t(customer_id, order_date)""")
+    con.execute("CREATE TABLE good AS SELECT * FROM (VALUES ('a', DATE '2021-06-30'), ('b', DATE '2021-06-30'), "
+                "('c', DATE '2021-06-30')) t(customer_id, snapshot_date)")
+    con.execute(f"CREATE TABLE t AS {table_rows}")
+    res = customer_coverage(con, "t")
+    got = (res["rows"], res["distinct_customers"], res["expected_customers"], res["missing_customers"],
+           res["unexpected_customers"])
+    assert got == _coverage_reference(con, "t")
+    assert res["passed"] == (table_rows == "SELECT * FROM good")
