@@ -273,8 +273,9 @@ def available_optional_features(con: duckdb.DuckDBPyConnection, source_table: st
 #   customers / products: the integer keys.   meta: the fingerprint and build id.
 #
 # They live in schema `feature_base` of the warehouse (not in `main`, where every table is an
-# asset), or as TEMP tables on a read-only connection, and are rebuilt when the fingerprint of
-# cleaned_transactions / quarantined_transactions differs from the one they were built from.
+# asset), or as TEMP tables on a read-only connection. When the fingerprint of cleaned_transactions /
+# quarantined_transactions differs from the one they were built from, they are updated from the
+# appended rows when ingestion only appended since (`_append_statements`), else rebuilt.
 
 BASE_SCHEMA = "feature_base"
 
