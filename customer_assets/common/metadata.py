@@ -59,17 +59,23 @@ def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
             return buf.getvalue()
         fig.set_dpi(dpi)
         canvas = fig.canvas
-        pad = mpl.rcParams["savefig.pad_inches"]
-        box = fig.get_tightbbox(canvas.get_renderer()).padded(pad)
+        tight = fig.get_tightbbox(canvas.get_renderer())
+        box = tight.padded(mpl.rcParams["savefig.pad_inches"])
         width, height = fig.get_size_inches()
-        if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+        face = mpl.colors.to_rgba(fig.get_facecolor())
+        if tight.x0 < 0 or tight.y0 < 0 or tight.x1 > width or tight.y1 > height or face[3] != 1.0:
+            # something is drawn outside the figure: only a new layout shows it
             fig.savefig(buf, format="png", dpi=dpi, bbox_inches=box)
             return buf.getvalue()
         canvas.draw()
         image = np.asarray(canvas.buffer_rgba())
         left, top = int(round(box.x0 * dpi)), int(round((height - box.y1) * dpi))
-        cropped = image[top:top + int(box.height * dpi), left:left + int(box.width * dpi)]
-        mpl.image.imsave(buf, cropped, format="png", dpi=dpi)
+        out = np.empty((int(box.height * dpi), int(box.width * dpi), 4), dtype=np.uint8)
+        out[:] = np.round(np.asarray(face) * 255).astype(np.uint8)  # the padding outside the figure
+        r0, r1 = max(top, 0), min(top + out.shape[0], image.shape[0])
+        c0, c1 = max(left, 0), min(left + out.shape[1], image.shape[1])
+        out[r0 - top:r1 - top, c0 - left:c1 - left] = image[r0:r1, c0:c1]
+        mpl.image.imsave(buf, out, format="png", dpi=dpi)
         return buf.getvalue()
     finally:
         plt.close(fig)
