@@ -271,9 +271,10 @@ def dead_stock_inventory_coverage(duckdb: DuckDBResource) -> dg.AssetCheckResult
         method, start, end = con.execute(
             "SELECT any_value(method), min(window_start), max(window_end) FROM dead_stock").fetchone()
         sold, missing = con.execute(
-            """SELECT count(DISTINCT product_id),
-                      count(DISTINCT product_id) FILTER (WHERE product_id NOT IN (SELECT product_id FROM dead_stock))
-               FROM cleaned_transactions WHERE order_date >= ? AND order_date <= ? AND product_id IS NOT NULL""",
+            # the window's distinct products first: the NOT IN then looks up ~3k products, not every line
+            """SELECT count(*), count(*) FILTER (WHERE product_id NOT IN (SELECT product_id FROM dead_stock)) FROM (
+                   SELECT DISTINCT product_id FROM cleaned_transactions
+                   WHERE order_date >= ? AND order_date <= ? AND product_id IS NOT NULL)""",
             [start, end],
         ).fetchone()
     share = missing / sold if sold else 0.0

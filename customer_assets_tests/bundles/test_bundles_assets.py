@@ -72,6 +72,9 @@ def test_materialize_bundles(tmp_path, resources_for):
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["rules_recount_from_transactions"] is True
     assert checks["dead_stock_inventory_coverage"] is False  # D and E were sold but are not in the inventory
+    cov = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}["dead_stock_inventory_coverage"]
+    # A..E sold in January; E alone is not in the inventory (so not judged)
+    assert (cov["products_sold_in_window"].value, cov["sold_but_not_judged"].value) == (5, 1)
 
 
 def test_materialize_empty_rules_and_missing_product(tmp_path, resources_for):
