@@ -3,6 +3,9 @@
 Rule (documented in docs/customers.md, thresholds in settings):
 1. Qualifying spend = the customer's spend in the `window_days` (default 365) days up to as_of,
    as in a yearly tier review (SQL on cleaned_transactions: `as_of - window < order_date <= as_of`).
+   It is summed exactly (amounts rounded to 1e-6, summed as DECIMAL): a sum of doubles depends on
+   the order DuckDB adds them in, which differs run to run, so customers with the same spend could
+   get ranks one apart and, at a cut, different tiers.
 2. Customers are ranked by qualifying spend, highest first. A customer's position is
    `(rank - 1) / n` with the SQL `rank()` of its spend (ties share the position of the first of
    them, so equal spend always means equal tier).
@@ -28,14 +31,17 @@ def qualifying_spend_sql(as_of: dt.date, window_days: int, order_days: Optional[
     cleaned_transactions (the definition), or, when `order_days` names the feature base's
     order_days table (one row per customer x order x day, order_value = sum(coalesce(line_total,
     0)) of its lines), from that ~20x smaller table: the same customers and the same line totals
-    (a missing line_total counts 0 either way)."""
+    (a missing line_total counts 0 either way). Amounts are summed as DECIMAL(38, 6) (exact, so
+    equal spend is equal to the bit whatever the summation order; both sources give the same
+    values when amounts have at most 6 decimals, as money does)."""
     if int(window_days) <= 0:
         raise ValueError(f"loyalty window must be positive, got {window_days}")
     snap = f"DATE '{as_of.isoformat()}'"
     src, money = (order_days, "order_value") if order_days else ("cleaned_transactions", "line_total")
     return f"""
 SELECT customer_id,
-       CAST(coalesce(sum({money}) FILTER (WHERE order_date > {snap} - {int(window_days)}), 0) AS DOUBLE)
+       CAST(coalesce(sum(CAST({money} AS DECIMAL(38, 6)))
+                     FILTER (WHERE order_date > {snap} - {int(window_days)}), 0) AS DOUBLE)
            AS qualifying_spend
 FROM {src}
 WHERE order_date <= {snap} AND customer_id IS NOT NULL

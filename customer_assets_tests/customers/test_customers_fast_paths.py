@@ -56,7 +56,7 @@ def test_qualifying_spend_from_order_days_equals_the_definition(retail, window):
     fast = con.execute(loyalty.qualifying_spend_sql(as_of, window, f"{base.prefix}order_days")).df()
     assert fast["customer_id"].equals(ref["customer_id"])  # both ordered by customer_id
     assert fast["customer_id"].is_monotonic_increasing and (fast["qualifying_spend"] == 0).any()
-    assert _close(fast["qualifying_spend"], ref["qualifying_spend"])
+    assert fast["qualifying_spend"].equals(ref["qualifying_spend"])  # exact sums: equal to the bit
 
 
 def test_order_days_spend_counts_a_missing_line_total_as_zero(con):
@@ -69,6 +69,23 @@ def test_order_days_spend_counts_a_missing_line_total_as_zero(con):
     ref = con.execute(loyalty.qualifying_spend_sql(dt.date(2021, 12, 31), 365)).df()
     fast = con.execute(loyalty.qualifying_spend_sql(dt.date(2021, 12, 31), 365, "od")).df()
     assert ref.equals(fast) and fast["qualifying_spend"].tolist() == [0.0, 3.0]
+
+
+def test_equal_spend_is_equal_whatever_the_summation_order(con):
+    """The same amounts added in another order give another double (here 1691.8799999999999 vs
+    1691.88): the spend is summed exactly, so customers with the same amounts share spend, rank
+    and tier."""
+    amounts = [591.15, 102.23, 317.43, 22.32, 649.55, 9.2]
+    rows = [("a", v) for v in amounts] + [("b", v) for v in reversed(amounts)] + [("c", 5.0)]
+    con.execute("CREATE TABLE cleaned_transactions AS SELECT customer_id, DATE '2021-06-01' AS order_date, "
+                "line_total FROM (VALUES " + ", ".join(f"('{c}', {v}::DOUBLE)" for c, v in rows)
+                + ") t(customer_id, line_total)")
+    doubles = dict(con.execute("SELECT customer_id, sum(line_total) FROM cleaned_transactions GROUP BY 1").fetchall())
+    assert doubles["a"] != doubles["b"]  # what a double sum does with these rows
+    spend = con.execute(loyalty.qualifying_spend_sql(dt.date(2021, 12, 31), 365)).df()
+    assert spend["qualifying_spend"].tolist() == [1691.88, 1691.88, 5.0]
+    tiers = loyalty.assign_tiers(spend, 0.34, 0.0, 0.0)
+    assert tiers["value_rank"].tolist() == [1, 1, 3] and tiers["tier"].tolist() == ["Platinum", "Platinum", "Bronze"]
 
 
 def test_assign_tiers_keeps_customer_order_whatever_the_input_order():
