@@ -1,8 +1,10 @@
 """Star schema and core sales metrics: one readable SQL query per table, over cleaned_transactions.
 
-Kept as plain strings so the assets, the tests and bench/metric_queries.py run the very same SQL.
-fact_sales is a view (VIEWS): it is cleaned_transactions keyed to the dimensions, and a copy would
-cost a full pass over tens of millions of lines for no new information.
+STAR_SQL is the definition of each table (tests and bench/metric_queries.py run it as is); the assets
+compute the same rows from intermediates kept up to date from the appended lines (see "Incremental
+maintenance" below), whose SQL is derived from STAR_SQL where it can be. fact_sales is a view
+(VIEWS): it is cleaned_transactions keyed to the dimensions, and a copy would cost a full pass over
+tens of millions of lines for no new information.
 """
 
 import hashlib
@@ -187,9 +189,10 @@ DESCRIPTIONS = {
 #   product_prices     (product_id, unit_price) -> lines: additive; the median is read off this
 #                      histogram (the two middle values, interpolated by DuckDB's own median)
 #
-# dim_customer, dim_product, top_products and revenue_by_region are then recomputed whole from the
-# intermediates (tens of thousands of rows: milliseconds); sales_trends re-reads only the lines of
-# the weeks and months the new lines fall in. Integer aggregates, min/max and medians are exact;
+# dim_product, top_products and revenue_by_region are then recomputed whole from the intermediates
+# (thousands to hundreds of thousands of rows: milliseconds); dim_customer only for the customers
+# with new lines (DELETE + INSERT in one transaction); sales_trends re-reads only the lines of the
+# weeks and months the new lines fall in. Integer aggregates, min/max and medians are exact;
 # revenue sums are added in another order than one pass over the lines (as a parallel scan
 # does too): equal after the round(..., 2) every revenue gets (tested against STAR_SQL).
 # Every intermediate set and every table records the data_fingerprint (and the SQL version) it was
