@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import importlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -174,6 +175,51 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
     return t, None
 
 
+# (database, data fingerprint, snapshot, horizon, model version, artifact sha256) -> (frame, p):
+# drift_report's AUC and the report's reliability diagram score the same matured window with the
+# same champion; in one process (a run) the second asks this cache instead of recomputing the
+# labels and the predictions.
+_MATURED: "OrderedDict" = OrderedDict()
+_MATURED_SIZE = 4
+
+
+def matured_window_scores(con, loaded, snapshot: dt.date, horizon_days: int,
+                          feature_frame: Optional[Callable] = None, labels: Optional[Callable] = None):
+    """(df, p) for the churn champion `loaded` (registry.load_model) on the window after `snapshot`:
+    df = features at the snapshot inner-joined with churn labels (customer_id, churned) of
+    (snapshot, snapshot + horizon]; p = the champion's churn probability per row of df, or None when
+    the data lacks one of its features. Cached in-process (key: the database, its data fingerprint,
+    snapshot, horizon, model version and artifact hash) when the stage's own functions are used."""
+    from customer_assets.common.data_version import data_fingerprint as data_version
+
+    default = feature_frame is None and labels is None
+    feature_frame = feature_frame or _resolve(MODEL_FEATURE_FRAMES["churn_model"])
+    labels = labels or _resolve(CHURN_LABELS)
+    key = None
+    if default:
+        path = con.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        if path:
+            key = (path, data_version(con), snapshot, int(horizon_days), int(loaded.version),
+                   loaded.row.get("artifact_sha256"))
+            if key in _MATURED:
+                df, p = _MATURED[key]
+                return df.copy(), (None if p is None else p.copy())
+    X = feature_frame(con, snapshot)
+    y = labels(con, snapshot, horizon_days)
+    df = X.merge(y[["customer_id", "churned"]], on="customer_id", how="inner")
+    art = loaded.obj
+    features = list(art.get("features") or loaded.row.get("features"))
+    p = None
+    if len(df) and not [f for f in features if f not in df.columns]:
+        p = art["pipeline"].predict_proba(df[features].astype(float))[:, 1]
+    if key is not None:
+        _MATURED[key] = (df.copy(), None if p is None else p.copy())
+        while len(_MATURED) > _MATURED_SIZE:
+            _MATURED.popitem(last=False)
+    return df, p
+
+
 def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50,
                  feature_frame: Optional[Callable] = None, labels: Optional[Callable] = None) -> dict:
     """The churn champion's ROC AUC on the latest matured window vs its AUC at training."""
@@ -198,14 +244,11 @@ def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50
     if first is None or snapshot <= first:
         out["note"] = f"no matured window: as_of - horizon ({snapshot}) is not after the first order ({first})"
         return out
-    feature_frame = feature_frame or _resolve(MODEL_FEATURE_FRAMES["churn_model"])
-    labels = labels or _resolve(CHURN_LABELS)
-    if feature_frame is None or labels is None:
+    if (feature_frame or _resolve(MODEL_FEATURE_FRAMES["churn_model"])) is None or \
+            (labels or _resolve(CHURN_LABELS)) is None:
         out["note"] = "churn feature/label functions are not available"
         return out
-    X = feature_frame(con, snapshot)
-    y = labels(con, snapshot, horizon_days)
-    df = X.merge(y[["customer_id", "churned"]], on="customer_id", how="inner")
+    df, p = matured_window_scores(con, loaded, snapshot, horizon_days, feature_frame, labels)
     out["n"] = int(len(df))
     if len(df) < min_customers:
         out["note"] = f"only {len(df)} customers at {snapshot} (< {min_customers})"
@@ -221,7 +264,6 @@ def champion_auc(con, as_of: dt.date, horizon_days: int, min_customers: int = 50
     if missing:
         out["note"] = f"churn_model v{loaded.version} needs features the data no longer provides: {missing}"
         return out
-    p = art["pipeline"].predict_proba(df[features])[:, 1]
     auc = float(roc_auc_score(yv, p))
     out.update(status="ok", current_auc=auc,
                relative_drop=(out["training_auc"] - auc) / out["training_auc"] if out["training_auc"] else math.nan)

@@ -395,8 +395,8 @@ def reliability_on_matured_window(con, horizon_days: int) -> tuple[Optional[pd.D
 
     Uses the churn stage's own feature, label and metric functions and loads the model only
     through the registry (hash verified). Returns (bins, description) or (None, why not)."""
-    from customer_assets.churn.features import churn_feature_frame, churn_labels
     from customer_assets.churn.metrics import expected_calibration_error, reliability_table
+    from customer_assets.monitoring.drift import matured_window_scores
     from customer_assets.registry import ArtifactError, load_model
 
     if not table_exists(con, "model_registry") or not table_exists(con, "cleaned_transactions"):
@@ -409,11 +409,11 @@ def reliability_on_matured_window(con, horizon_days: int) -> tuple[Optional[pd.D
     snapshot = last - pd.Timedelta(days=horizon_days).to_pytimedelta()
     if snapshot <= first:
         return None, f"no matured window: {last} - {horizon_days} days is not after the first order {first}"
-    X = churn_feature_frame(con, snapshot)
-    y = churn_labels(con, snapshot, horizon_days)
-    df = X.merge(y, on="customer_id", how="inner")
-    features = list(loaded.obj["features"])
-    p = loaded.obj["pipeline"].predict_proba(df[features].astype(float))[:, 1]
+    # the same window and champion as drift_report's AUC: scored once per run (cached in-process)
+    df, p = matured_window_scores(con, loaded, snapshot, horizon_days)
+    if p is None:
+        missing = [f for f in loaded.obj["features"] if f not in df.columns]
+        raise KeyError(f"{missing} not in the features at {snapshot}" if missing else f"no customers at {snapshot}")
     bins = reliability_table(df["churned"].to_numpy(), p).rename(
         columns={"mean_predicted": "predicted", "observed_rate": "observed"})
     ece = expected_calibration_error(df["churned"].to_numpy(), p)
