@@ -214,3 +214,22 @@ def test_coverage_counts_equal_the_reference(con, table_rows):
            res["unexpected_customers"])
     assert got == _coverage_reference(con, "t")
     assert res["passed"] == (table_rows == "SELECT * FROM good")
+
+
+def test_order_days_paths_after_an_incremental_feature_base_update(tmp_path):
+    """order_days after an append (extra partial rows per order) still gives the definitions."""
+    from test_feature_base_incremental import WEEK1, WEEK2, _load, _meta, _setup
+
+    con, _, folder, mapping = _setup(tmp_path)
+    _load(con, folder, mapping, "w1.csv", WEEK1)
+    ensure_feature_base(con)
+    _load(con, folder, mapping, "w2.csv", WEEK2)  # adds a line to an old order, late data, a new customer
+    base = ensure_feature_base(con)
+    assert _meta(con)[:2] == ("append", len(WEEK2))
+    od = f"{base.prefix}order_days"
+    for snap in [dt.date(2011, 1, 4), dt.date(2011, 1, 12)]:
+        ref, fast = (con.execute(cohorts.cohort_retention_sql(snap, *src)).df() for src in [(), (od,)])
+        assert fast.drop(columns="revenue").equals(ref.drop(columns="revenue")) and _close(fast["revenue"], ref["revenue"])
+        ref, fast = (con.execute(loyalty.qualifying_spend_sql(snap, 3, *src)).df() for src in [(), (od,)])
+        assert fast.equals(ref) and len(fast) >= 2
+    con.close()
