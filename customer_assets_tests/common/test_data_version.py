@@ -76,3 +76,38 @@ def test_any_other_change_means_rebuild(tmp_path):
     m2.write_text(json.dumps({**MAPPING, "non_product_codes": ["POST"]}))
     ingest(con2, str(tmp_path / "x" / "files"), str(m2), None)
     assert appended_since(con2, fp) is None
+
+
+def test_the_fingerprint_logged_is_the_one_the_next_connection_sees(tmp_path):
+    """Online Retail in two files, each ingest and each lookup on its own connection, as the steps
+    of a run: the fingerprint logged after the append must be the one the next connection computes
+    (an uncheckpointed append, or a checkpoint that changes the layout again - seen at N=20, where
+    the second checkpoint merged the appended row groups - would miss the log: every refresh would
+    rebuild)."""
+    from customer_assets_tests.conftest import RETAIL_MAPPING, RETAIL_PARQUET
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    src = duckdb.connect()
+    for name, cond in (("a.parquet", "<"), ("b.parquet", ">=")):
+        src.execute(f"COPY (SELECT * FROM '{RETAIL_PARQUET}' WHERE InvoiceDate {cond} '2011-05-01') "
+                    f"TO '{tmp_path / name}' (FORMAT parquet)")
+    db = str(tmp_path / "w.duckdb")
+
+    def run(fn):
+        con = duckdb.connect(db)
+        try:
+            return fn(con)
+        finally:
+            con.close()
+
+    (tmp_path / "a.parquet").rename(landing / "a.parquet")
+    run(lambda c: ingest(c, None, str(RETAIL_MAPPING), str(landing)))
+    fp1 = run(data_fingerprint)
+    (tmp_path / "b.parquet").rename(landing / "b.parquet")
+    run(lambda c: ingest(c, None, str(RETAIL_MAPPING), str(landing)))
+    appended = run(lambda c: appended_since(c, fp1))
+    assert appended is not None
+    b_rows = run(lambda c: c.execute(
+        "SELECT count(*) FROM cleaned_transactions WHERE source_file LIKE '%b.parquet'").fetchone()[0])
+    assert b_rows > 200_000 and appended.cleaned[1] - appended.cleaned[0] == b_rows
