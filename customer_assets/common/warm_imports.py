@@ -20,7 +20,9 @@ import threading
 AFTER_INGESTION = (
     "great_expectations",
     "great_expectations.expectations",
-    "customer_assets.common.plotting",   # matplotlib with the Agg backend
+    "customer_assets.common._pyplot",    # matplotlib.pyplot with the Agg backend
+    "sklearn.cluster",
+    "sklearn.linear_model",
     "xgboost",
     "lifetimes",
     "mlxtend.frequent_patterns",
