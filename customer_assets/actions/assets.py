@@ -18,6 +18,15 @@ from customer_assets.settings import AnalyticsSettings
 GROUP = "actions"
 UPSTREAM = ["churn_scores", "customer_ltv", "loyalty_tiers", "rfm_segments", "dim_customer"]
 
+# The two blocking checks are check_specs of their assets: evaluated inside the asset's step on the
+# same connection and on what the asset already holds (a separate check step costs more in Dagster
+# bookkeeping than the check itself).
+HOLDOUT_CHECK = "retention_control_group_holdout"
+HOLDOUT_DESCRIPTION = ("The holdout is never contacted and its size matches the setting "
+                       "(within 4 binomial standard deviations).")
+OUTBOX_CHECK = "outbox_excludes_control_group"
+OUTBOX_DESCRIPTION = "No control-group customer in the outbox; one message per idempotency key."
+
 
 def _campaign_week(con, settings: AnalyticsSettings) -> str:
     if table_exists(con, "cleaned_transactions"):
@@ -47,6 +56,8 @@ def _value_at_risk_plot(summary) -> str:
     description="Per customer: loyalty tier and reward, churn risk band and the seed's action for it, "
     "value at risk (churn probability x 12-month CLV), contact priority, and a stable 10% holdout "
     "control group that is never contacted.",
+    check_specs=[dg.AssetCheckSpec(HOLDOUT_CHECK, asset="retention_actions", blocking=True,
+                                   description=HOLDOUT_DESCRIPTION)],
 )
 def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
@@ -63,6 +74,11 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         summary = rt.summarize(actions)
         md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
     n = len(actions)
+    # the frame holds every row of the table: the same counts as count(*) FILTER (...) in SQL
+    control_group = actions["control_group"].fillna(False).astype(bool)
+    check = retention_control_group_holdout(
+        n, int(control_group.sum()), int((control_group & actions["contact"].fillna(False).astype(bool)).sum()),
+        settings.control_group_fraction)
     metadata = {
         **md,
         "campaign_week": week,
@@ -76,23 +92,18 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
     }
     if n and not summary.empty:
         metadata["plot"] = dg.MetadataValue.md(_value_at_risk_plot(summary))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-@dg.asset_check(asset=retention_actions, blocking=True,
-                description="The holdout is never contacted and its size matches the setting "
-                "(within 4 binomial standard deviations).")
-def retention_control_group_holdout(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        n, control, contacted_control = con.execute(
-            "SELECT count(*), count(*) FILTER (control_group), count(*) FILTER (control_group AND contact) "
-            "FROM retention_actions"
-        ).fetchone()
-    p = settings.control_group_fraction
+def retention_control_group_holdout(n: int, control: int, contacted_control: int,
+                                    p: float) -> dg.AssetCheckResult:
+    """The blocking check of retention_actions from its counts: customers, control-group customers,
+    control-group customers marked for contact; `p` = settings.control_group_fraction."""
     tolerance = 4 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
     share = control / n if n else 0.0
     passed = contacted_control == 0 and (n == 0 or abs(share - p) <= tolerance)
     return dg.AssetCheckResult(
+        check_name=HOLDOUT_CHECK,
         passed=bool(passed),
         metadata={"customers": n, "control": control, "control_share": share, "setting": p,
                   "tolerance": tolerance, "control_marked_for_contact": contacted_control},
@@ -107,6 +118,8 @@ def retention_control_group_holdout(duckdb: DuckDBResource, settings: AnalyticsS
     description="Messages to send this campaign week (customer, channel, text, idempotency key) "
     "with their delivery status. Dry run unless Twilio credentials are set; SMS only to High-risk "
     "customers with a phone in the contact file; never twice per key; failed sends retried next run.",
+    check_specs=[dg.AssetCheckSpec(OUTBOX_CHECK, asset="notification_outbox", blocking=True,
+                                   description=OUTBOX_DESCRIPTION)],
 )
 def notification_outbox(
     context: dg.AssetExecutionContext,
@@ -127,6 +140,7 @@ def notification_outbox(
             con.execute(f"DROP TABLE IF EXISTS {building}")
         counts = ob.status_counts(con)
         md = table_metadata(con, "notification_outbox", order_by="priority")
+        check = outbox_excludes_control_group(con)
     for e in report.errors[:20]:
         context.log.warning(f"SMS not sent to customer {e}")
     return dg.MaterializeResult(
@@ -136,26 +150,24 @@ def notification_outbox(
             **{f"delivery_{k}": v for k, v in report.as_dict().items() if k != "mode"},
             "status_counts": dg.MetadataValue.md(df_to_markdown(counts, max_rows=20)),
             "notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in notes)),
-        }
+        },
+        check_results=[check],
     )
 
 
-@dg.asset_check(asset=notification_outbox, blocking=True,
-                description="No control-group customer in the outbox; one message per idempotency key.")
-def outbox_excludes_control_group(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        control_in_outbox = con.execute(
-            "SELECT count(*) FROM notification_outbox o JOIN retention_actions r USING (customer_id) "
-            "WHERE r.control_group"
-        ).fetchone()[0]
-        dup_keys = con.execute(
-            "SELECT count(*) - count(DISTINCT idempotency_key) FROM notification_outbox"
-        ).fetchone()[0]
+def outbox_excludes_control_group(con) -> dg.AssetCheckResult:
+    """The blocking check of notification_outbox, on the asset's connection (one query)."""
+    control_in_outbox, dup_keys = con.execute(
+        "SELECT (SELECT count(*) FROM notification_outbox o JOIN retention_actions r USING (customer_id) "
+        "WHERE r.control_group), "
+        "(SELECT count(*) - count(DISTINCT idempotency_key) FROM notification_outbox)"
+    ).fetchone()
     return dg.AssetCheckResult(
+        check_name=OUTBOX_CHECK,
         passed=bool(control_in_outbox == 0 and dup_keys == 0),
         metadata={"control_customers_in_outbox": control_in_outbox, "duplicate_keys": dup_keys},
     )
 
 
 ASSETS = [retention_actions, notification_outbox]
-CHECKS = [retention_control_group_holdout, outbox_excludes_control_group]
+CHECKS: list = []  # the two checks are check_specs of their assets (evaluated in the asset's step)

@@ -50,20 +50,41 @@ def test_only_own_region_check_reads_the_files(tmp_path, resources_for):
     c = duckdb.connect(resources["duckdb"].database)
     _actions_with_odd_values(c)
     c.close()
-    result = dg.materialize([ra.regional_extracts, ra.regional_extracts_only_own_region], resources=resources,
-                            instance=dg.DagsterInstance.ephemeral())
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    # the check is a check_spec of regional_extracts: evaluated in the asset's own step
+    result = dg.materialize([ra.regional_extracts], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    evs = result.get_asset_check_evaluations()
+    assert [e.check_name for e in evs] == ["regional_extracts_only_own_region"] and evs[0].passed
+    assert evs[0].metadata["files_checked"].value == 4
     c = duckdb.connect(resources["duckdb"].database)
     paths = dict(c.execute("SELECT region, path FROM regional_extracts").fetchall())
-    c.close()
     france = Path(paths["France"])
     france.write_text(france.read_text() + Path(paths["Germany"]).read_text().splitlines()[1] + "\n")
     germany = Path(paths["Germany"])
     lines = germany.read_text().splitlines()
     germany.write_text("\n".join(lines[:-1]) + "\n")  # one row short
-    check = dg.materialize([ra.regional_extracts_only_own_region], resources=resources,
-                           instance=dg.DagsterInstance.ephemeral(),
-                           selection=dg.AssetSelection.checks(ra.regional_extracts_only_own_region),
-                           raise_on_error=False)
-    ev = check.get_asset_check_evaluations()[0]
+    ev = ra.regional_extracts_only_own_region(c)
+    c.close()
+    assert ev.check_name == "regional_extracts_only_own_region"
     assert not ev.passed and set(ev.metadata["bad_regions"].value.split(", ")) == {"France", "Germany"}
+
+
+def test_only_own_region_check_blocks_in_the_step(tmp_path, resources_for, monkeypatch):
+    """A failing check inside regional_extracts' step fails the run (blocking), as the separate
+    blocking check did."""
+    resources = resources_for(tmp_path)
+    c = duckdb.connect(resources["duckdb"].database)
+    _actions_with_odd_values(c)
+    c.close()
+    real = ex.write_regional_extracts
+
+    def short_files(con, out_dir, regions):
+        table, notes = real(con, out_dir, regions)
+        table["row_count"] = table["row_count"] + 1  # the table claims one row more than each file holds
+        return table, notes
+
+    monkeypatch.setattr(ex, "write_regional_extracts", short_files)
+    result = dg.materialize([ra.regional_extracts], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                            raise_on_error=False)
+    evs = result.get_asset_check_evaluations()
+    assert not result.success
+    assert len(evs) == 1 and not evs[0].passed and evs[0].metadata["files_checked"].value == 4
