@@ -30,6 +30,11 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     )
 
 
+def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection):
     """Run the block in one transaction: committed at the end, rolled back if it raises.

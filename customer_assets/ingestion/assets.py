@@ -89,7 +89,7 @@ def ingest_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResourc
             asset_key="cleaned_transactions",
             check_name=RECONCILIATION_CHECK,
             passed=bool(recon["passed"]),
-            metadata={k: v for k, v in recon.items() if k != "passed"},
+            metadata={k: v for k, v in recon.items() if k != "passed" and not k.startswith("_")},
             description=None if recon["passed"] else "rows or money were lost or double counted in cleaning",
         )
 

@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 
 from customer_assets.common import data_version
-from customer_assets.common.db import quote_ident, table_exists
+from customer_assets.common.db import is_read_only, quote_ident, table_exists
 from customer_assets.ingestion.cleaning import clean, parsed_select, staged_column_types
 from customer_assets.ingestion.mapping import Mapping, load_mapping
 from customer_assets.ingestion.readers import (
@@ -204,13 +204,31 @@ def _mapping_hash(m: Mapping) -> str:
 def reconciliation(con: duckdb.DuckDBPyConnection) -> dict:
     """Rows read = cleaned + quarantined: every source row number of every file appears exactly once
     across the two tables, the row counts add up to what ingested_files recorded, and so does the
-    money (exact DECIMAL sums)."""
-    raw_rows, raw_money = con.execute(
-        "SELECT coalesce(sum(rows), 0), coalesce(sum(money), 0) FROM ingested_files"
-    ).fetchone()
-    c_rows, c_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM cleaned_transactions").fetchone()
-    q_rows, q_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM quarantined_transactions").fetchone()
-    missing, doubled = _row_coverage(con)
+    money (exact DECIMAL sums).
+
+    After a weekly append to data that passed this check before (the append log of
+    common/data_version proves the earlier rows are untouched), only the appended rows are checked
+    against the new files, and the totals are the verified totals plus theirs: the same verdict,
+    without reading every earlier row again."""
+    state = _reconciled_state(con)
+    appended = data_version.appended_since(con, state["fingerprint"]) if state else None
+    if appended is not None:
+        result = _reconcile_appended(con, state, appended)
+    else:
+        raw_rows, raw_money = con.execute(
+            "SELECT coalesce(sum(rows), 0), coalesce(sum(money), 0) FROM ingested_files"
+        ).fetchone()
+        c_rows, c_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM cleaned_transactions").fetchone()
+        q_rows, q_money = con.execute(f"SELECT count(*), {EXACT_MONEY} FROM quarantined_transactions").fetchone()
+        missing, doubled = _row_coverage(con)
+        result = _verdict(raw_rows, raw_money, c_rows, c_money, q_rows, q_money, missing, doubled)
+        result["rows_checked"] = "every row"
+    if result["passed"] and not is_read_only(con):
+        _save_reconciled_state(con, result)
+    return result
+
+
+def _verdict(raw_rows, raw_money, c_rows, c_money, q_rows, q_money, missing, doubled) -> dict:
     money_diff = Decimal(raw_money) - c_money - q_money  # Decimal arithmetic: exact
     return {
         "raw_rows": int(raw_rows),
@@ -223,41 +241,100 @@ def reconciliation(con: duckdb.DuckDBPyConnection) -> dict:
         "raw_rows_without_outcome": int(missing),
         "rows_with_two_outcomes": int(doubled),
         "passed": raw_rows == c_rows + q_rows and missing == 0 and doubled == 0 and money_diff == 0,
+        # exact totals, for the next incremental check (not shown as metadata)
+        "_exact": {"raw_money": str(raw_money), "cleaned_money": str(c_money), "quarantined_money": str(q_money)},
     }
+
+
+def _reconciled_state(con) -> Optional[dict]:
+    if not table_exists(con, "ingestion_state"):
+        return None
+    row = con.execute("SELECT value FROM ingestion_state WHERE key = 'reconciled'").fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _save_reconciled_state(con, result: dict) -> None:
+    shas = [r[0] for r in con.execute("SELECT sha256 FROM ingested_files ORDER BY sha256").fetchall()]
+    state = {"fingerprint": data_version.data_fingerprint(con), "sha256s": shas,
+             "cleaned_rows": result["cleaned_rows"], "quarantined_rows": result["quarantined_rows"],
+             "raw_rows": result["raw_rows"], **result["_exact"]}
+    con.execute(STATE_DDL)
+    con.execute("INSERT OR REPLACE INTO ingestion_state VALUES ('reconciled', ?)", [json.dumps(state)])
+
+
+def _reconcile_appended(con, state: dict, appended) -> dict:
+    """The check over the rows appended since `state` (a passed reconciliation): they must be exactly
+    the rows of the files loaded since, each source row once, with those files' money."""
+    known = set(state["sha256s"])
+    new_files = [(p, r, m) for p, r, m, sha in con.execute(
+        "SELECT path, rows, money, sha256 FROM ingested_files").fetchall() if sha not in known]
+    new_rows = sum(int(r) for _, r, _ in new_files)
+    new_money = sum((Decimal(m) for _, _, m in new_files), Decimal(0))
+    where = {t: appended.where(t) for t in data_version.TABLES}
+    c_rows, c_money = con.execute(
+        f"SELECT count(*), {EXACT_MONEY} FROM cleaned_transactions WHERE {where['cleaned_transactions']}").fetchone()
+    q_rows, q_money = con.execute(
+        f"SELECT count(*), {EXACT_MONEY} FROM quarantined_transactions WHERE {where['quarantined_transactions']}"
+    ).fetchone()
+    missing, doubled = _row_coverage(con, where, {p: int(r) for p, r, _ in new_files})
+    result = _verdict(
+        state["raw_rows"] + new_rows, Decimal(state["raw_money"]) + new_money,
+        state["cleaned_rows"] + c_rows, Decimal(state["cleaned_money"]) + c_money,
+        state["quarantined_rows"] + q_rows, Decimal(state["quarantined_money"]) + q_money,
+        missing, doubled,
+    )
+    # the totals must also be the tables' row counts (cheap: no scan)
+    counts = data_version.row_counts(con)
+    result["passed"] = result["passed"] and counts == (result["cleaned_rows"], result["quarantined_rows"])
+    result["rows_checked"] = f"the {c_rows + q_rows:,} rows appended from {len(new_files)} new file(s)"
+    return result
 
 
 COVERAGE_CHUNK_ROWS = 8_000_000  # source rows checked per query: bounds the memory of the check
 
 
-def _row_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+def _row_coverage(con: duckdb.DuckDBPyConnection, where: Optional[dict] = None,
+                  expected: Optional[dict] = None) -> tuple[int, int]:
     """(source rows without an outcome, source rows with more than one), exactly.
 
     Each source file (or Excel sheet) numbers its rows 1..n. Per file, the row numbers found in the
     two tables are counted with numpy (a bincount over a chunk of row numbers: far cheaper than a SQL
     group-by over 54M (file, row) keys); n is what ingested_files recorded for that file. A file with
-    no row at all in either table counts all of its rows as missing."""
-    expected = {}
-    for path, rows in con.execute("SELECT path, rows FROM ingested_files").fetchall():
-        expected[path] = int(rows)
+    no row at all in either table counts all of its rows as missing.
+
+    `where` ({table: SQL condition}) and `expected` ({path: rows}) restrict the check to some rows
+    and the files they must come from (the incremental check); a row from any other file counts as
+    a row with two outcomes (its file's rows were all accounted for already)."""
+    cond = {t: f"({(where or {}).get(t, 'true')})" for t in data_version.TABLES}
+    if expected is None:
+        expected = {}
+        for path, rows in con.execute("SELECT path, rows FROM ingested_files").fetchall():
+            expected[path] = int(rows)
     found = con.execute(
-        """SELECT source_file, max(source_row) FROM (
-               SELECT source_file, source_row FROM cleaned_transactions
-               UNION ALL SELECT source_file, source_row FROM quarantined_transactions)
+        f"""SELECT source_file, max(source_row), count(*) FROM (
+               SELECT source_file, source_row FROM cleaned_transactions WHERE {cond['cleaned_transactions']}
+               UNION ALL SELECT source_file, source_row FROM quarantined_transactions
+               WHERE {cond['quarantined_transactions']})
            GROUP BY source_file"""
     ).fetchall()
     missing = doubled = 0
     sheet_rows: dict = {}
-    for source_file, max_row in found:
+    for source_file, max_row, n_found in found:
         # Excel sheets are "path#sheet" and number their rows per sheet; the file's total is the sum.
         path = source_file if source_file in expected else source_file.rsplit("#", 1)[0]
+        if path not in expected:
+            doubled += int(n_found)  # a row of a file not expected here
+            continue
         n = int(max_row or 0)
         sheet_rows[path] = sheet_rows.get(path, 0) + n
         for lo in range(1, n + 1, COVERAGE_CHUNK_ROWS):
             hi = min(n, lo + COVERAGE_CHUNK_ROWS - 1)
             rows = con.execute(
-                """SELECT source_row FROM cleaned_transactions WHERE source_file = $f AND source_row BETWEEN $lo AND $hi
-                   UNION ALL
-                   SELECT source_row FROM quarantined_transactions WHERE source_file = $f AND source_row BETWEEN $lo AND $hi""",
+                f"""SELECT source_row FROM cleaned_transactions
+                    WHERE source_file = $f AND source_row BETWEEN $lo AND $hi AND {cond['cleaned_transactions']}
+                    UNION ALL
+                    SELECT source_row FROM quarantined_transactions
+                    WHERE source_file = $f AND source_row BETWEEN $lo AND $hi AND {cond['quarantined_transactions']}""",
                 {"f": source_file, "lo": lo, "hi": hi},
             ).fetchnumpy()["source_row"]
             counts = np.bincount(np.asarray(rows, dtype=np.int64) - lo, minlength=hi - lo + 1)
@@ -265,8 +342,8 @@ def _row_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
             doubled += int((counts > 1).sum())
     # rows numbered below 1 would escape the chunks: count them as doubled outcomes of nothing
     doubled += con.execute(
-        "SELECT (SELECT count(*) FROM cleaned_transactions WHERE source_row < 1) "
-        "+ (SELECT count(*) FROM quarantined_transactions WHERE source_row < 1)"
+        f"SELECT (SELECT count(*) FROM cleaned_transactions WHERE source_row < 1 AND {cond['cleaned_transactions']}) "
+        f"+ (SELECT count(*) FROM quarantined_transactions WHERE source_row < 1 AND {cond['quarantined_transactions']})"
     ).fetchone()[0]
     for path, rows in expected.items():
         # rows at the end of a file (beyond the highest row number found) that have no outcome
