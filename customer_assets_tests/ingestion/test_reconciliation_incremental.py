@@ -67,3 +67,20 @@ def test_any_other_change_gets_the_full_check(tmp_path):
     con.execute("DELETE FROM quarantined_transactions WHERE rowid = (SELECT max(rowid) FROM quarantined_transactions)")
     res = reconciliation(con)
     assert res["rows_checked"] == "every row" and not res["passed"] and res["raw_rows_without_outcome"] == 1
+
+
+def test_quality_checks_only_the_appended_rows_and_still_finds_a_violation(tmp_path):
+    from customer_assets.ingestion.quality import run_quality
+
+    con, _ = _two_loads(tmp_path)  # the first load's quality was never checked: everything is
+    full = run_quality(con)
+    assert full["passed"] and full["scope"] == "every row" and full["rows_checked"] == full["rows"]
+    folder = tmp_path / "files"
+    (folder / "w3.csv").write_text("\n".join([HEADER, "10 06,A1,Mug,1,2011-01-13 10:00:00,1.50,103,UK",
+                                              "1007,A2,Cup,1,2011-01-13 11:00:00,2.00,103,UK"]) + "\n")
+    ingest(con, str(folder), str(tmp_path / "mapping.json"), None)
+    inc = run_quality(con)
+    assert inc["rows_checked"] == 2 and inc["scope"].startswith("the 2 rows appended")
+    assert not inc["passed"]  # "10 06" is not a well-formed order id
+    bad = inc["table"].set_index("expectation").loc["order_id well formed"]
+    assert bad["full_table_violations"] == 1
