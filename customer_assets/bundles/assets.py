@@ -1,4 +1,7 @@
-"""Bundles assets: thin Dagster glue over dead_stock.py, rules.py and recommendations.py."""
+"""Bundles assets: thin Dagster glue over dead_stock.py, rules.py and recommendations.py.
+
+The stage's two checks are check_specs of their assets, evaluated inside the asset's step on its
+connection (a separate `@dg.asset_check` step costs its own step and Dagster bookkeeping every run)."""
 
 from __future__ import annotations
 
@@ -31,11 +34,26 @@ from customer_assets.settings import AnalyticsSettings
 GROUP = "bundles"
 
 
-def _skip(con, table: str, empty_select: str, reason: str) -> dg.MaterializeResult:
+def _skip(con, table: str, empty_select: str, reason: str, check_results=None) -> dg.MaterializeResult:
     replace_table(con, table, empty_select)
     return dg.MaterializeResult(
-        metadata={**table_metadata(con, table), "skipped": True, "skip_reason": reason}
+        metadata={**table_metadata(con, table), "skipped": True, "skip_reason": reason},
+        check_results=check_results,
     )
+
+
+INVENTORY_COVERAGE = "dead_stock_inventory_coverage"
+INVENTORY_COVERAGE_SPEC = dg.AssetCheckSpec(
+    INVENTORY_COVERAGE, asset="dead_stock", blocking=False,
+    description="WARN when the inventory file misses products sold in the window (their stock is unknown, "
+    "so they cannot be judged) or when dead stock was judged by the proxy instead of stock levels.",
+)
+RULES_RECOUNT = "rules_recount_from_transactions"
+RULES_RECOUNT_SPEC = dg.AssetCheckSpec(
+    RULES_RECOUNT, asset="association_rules", blocking=False,
+    description="The 10 highest-lift rules recounted straight from cleaned_transactions: order counts, "
+    "support, confidence and lift must match the table.",
+)
 
 
 def _dead_stock_plot(df: pd.DataFrame, ratio: float, method: str) -> str:
@@ -59,13 +77,15 @@ def _dead_stock_plot(df: pd.DataFrame, ratio: float, method: str) -> str:
     description="Per product: units sold in the window / units available (inventory file), or, without "
     "an inventory file, recent sales velocity / the product's own earlier velocity (method 'proxy: "
     "velocity'). sold_ratio < dead_stock_ratio (0.6) is dead stock.",
+    check_specs=[INVENTORY_COVERAGE_SPEC],
 )
 def dead_stock(duckdb: DuckDBResource, settings: AnalyticsSettings, source: SourceConfig) -> dg.MaterializeResult:
     empty = empty_sql(DEAD_STOCK_COLUMNS)
     with duckdb.get_connection() as con:
         for f in ("product_id", "quantity"):
             if not field_available(con, f):
-                return _skip(con, "dead_stock", empty, f"the source has no {f}: units sold per product are unknown")
+                return _skip(con, "dead_stock", empty, f"the source has no {f}: units sold per product are unknown",
+                             [inventory_coverage(con)])
         as_of = resolve_as_of(con, settings.as_of_date())
         try:
             res = compute_dead_stock(con, source.inventory, as_of, settings.dead_stock_ratio,
@@ -89,7 +109,8 @@ def dead_stock(duckdb: DuckDBResource, settings: AnalyticsSettings, source: Sour
                 "notes": dg.MetadataValue.json(res.notes),
                 "stats": dg.MetadataValue.json(res.stats),
                 "plot": dg.MetadataValue.md(_dead_stock_plot(df, settings.dead_stock_ratio, res.method)),
-            }
+            },
+            check_results=[inventory_coverage(con)],
         )
 
 
@@ -115,11 +136,13 @@ def _rules_plot(rules: pd.DataFrame) -> str:
     "in DuckDB, identical baskets counted once with their number of orders; mlxtend enumerates the rules): "
     "antecedents, consequents (+ names), support, confidence, lift, leverage, conviction, order counts; "
     "country 'ALL' plus one run per large country when rules_per_country.",
+    check_specs=[RULES_RECOUNT_SPEC],
 )
 def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         if not field_available(con, "product_id"):
-            return _skip(con, "association_rules", rules_table_sql(), "the source has no product_id: no baskets")
+            return _skip(con, "association_rules", rules_table_sql(), "the source has no product_id: no baskets",
+                         [rules_recount(con, None)])
         as_of = resolve_as_of(con, settings.as_of_date())
         try:
             res = build_rules(con, settings.min_support, settings.min_confidence, settings.min_lift,
@@ -145,7 +168,7 @@ def association_rules(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
                 f"{s.country}: {s.note}" for s in res.stats)
         else:
             meta["plot"] = dg.MetadataValue.md(_rules_plot(res.rules))
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata=meta, check_results=[rules_recount(con, as_of)])
 
 
 def _recs_plot(df: pd.DataFrame) -> str:
@@ -211,75 +234,65 @@ def bundle_recommendations(duckdb: DuckDBResource, settings: AnalyticsSettings) 
         return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(
-    asset=association_rules,
-    description="The 10 highest-lift rules recounted straight from cleaned_transactions: order counts, "
-    "support, confidence and lift must match the table.",
-    pool="duckdb",
-)
-def rules_recount_from_transactions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        if not table_exists(con, "association_rules") or con.execute(
-                "SELECT count(*) FROM association_rules WHERE country = 'ALL'").fetchone()[0] == 0:
-            return dg.AssetCheckResult(passed=True, metadata={"note": "no rules to recount"})
-        as_of = resolve_as_of(con, settings.as_of_date())
-        df = con.execute(
-            """
-            WITH top AS (
-                SELECT row_number() OVER (ORDER BY lift DESC, support DESC) AS rid, * FROM association_rules
-                WHERE country = 'ALL' ORDER BY lift DESC, support DESC LIMIT 10),
-            sides AS (
-                SELECT rid, 'a' AS side, unnest(antecedents) AS pid, antecedent_len AS k FROM top
-                UNION ALL SELECT rid, 'c', unnest(consequents), consequent_len FROM top
-                UNION ALL SELECT rid, 'b', unnest(list_concat(antecedents, consequents)),
-                                 antecedent_len + consequent_len FROM top),
-            b AS (SELECT DISTINCT order_id, product_id FROM cleaned_transactions
-                  WHERE order_date <= ? AND product_id IN (SELECT pid FROM sides)),
-            hits AS (SELECT s.rid, s.side, b.order_id FROM sides s JOIN b ON b.product_id = s.pid
-                     GROUP BY s.rid, s.side, b.order_id HAVING count(*) = any_value(s.k)),
-            n AS (SELECT count(DISTINCT order_id) AS n FROM cleaned_transactions
-                  WHERE order_date <= ? AND product_id IS NOT NULL),
-            cnt AS (SELECT rid, count(*) FILTER (WHERE side = 'a') AS a, count(*) FILTER (WHERE side = 'c') AS c,
-                           count(*) FILTER (WHERE side = 'b') AS both FROM hits GROUP BY rid)
-            SELECT t.antecedent_names, t.consequent_names, t.both_orders, cnt.both AS both_recount,
-                   t.confidence, cnt.both / cnt.a AS confidence_recount,
-                   t.lift, (cnt.both / cnt.a) / (cnt.c / n.n) AS lift_recount
-            FROM top t JOIN cnt USING (rid), n ORDER BY rid
-            """,
-            [as_of, as_of],
-        ).df()
+def rules_recount(con, as_of) -> dg.AssetCheckResult:
+    """rules_recount_from_transactions of the written association_rules, on the asset's connection
+    (`as_of`: the asset's; not read when there is no 'ALL' rule)."""
+    if not table_exists(con, "association_rules") or con.execute(
+            "SELECT count(*) FROM association_rules WHERE country = 'ALL'").fetchone()[0] == 0:
+        return dg.AssetCheckResult(check_name=RULES_RECOUNT, passed=True, metadata={"note": "no rules to recount"})
+    df = con.execute(
+        """
+        WITH top AS (
+            SELECT row_number() OVER (ORDER BY lift DESC, support DESC) AS rid, * FROM association_rules
+            WHERE country = 'ALL' ORDER BY lift DESC, support DESC LIMIT 10),
+        sides AS (
+            SELECT rid, 'a' AS side, unnest(antecedents) AS pid, antecedent_len AS k FROM top
+            UNION ALL SELECT rid, 'c', unnest(consequents), consequent_len FROM top
+            UNION ALL SELECT rid, 'b', unnest(list_concat(antecedents, consequents)),
+                             antecedent_len + consequent_len FROM top),
+        b AS (SELECT DISTINCT order_id, product_id FROM cleaned_transactions
+              WHERE order_date <= ? AND product_id IN (SELECT pid FROM sides)),
+        hits AS (SELECT s.rid, s.side, b.order_id FROM sides s JOIN b ON b.product_id = s.pid
+                 GROUP BY s.rid, s.side, b.order_id HAVING count(*) = any_value(s.k)),
+        n AS (SELECT count(DISTINCT order_id) AS n FROM cleaned_transactions
+              WHERE order_date <= ? AND product_id IS NOT NULL),
+        cnt AS (SELECT rid, count(*) FILTER (WHERE side = 'a') AS a, count(*) FILTER (WHERE side = 'c') AS c,
+                       count(*) FILTER (WHERE side = 'b') AS both FROM hits GROUP BY rid)
+        SELECT t.antecedent_names, t.consequent_names, t.both_orders, cnt.both AS both_recount,
+               t.confidence, cnt.both / cnt.a AS confidence_recount,
+               t.lift, (cnt.both / cnt.a) / (cnt.c / n.n) AS lift_recount
+        FROM top t JOIN cnt USING (rid), n ORDER BY rid
+        """,
+        [as_of, as_of],
+    ).df()
     ok = bool(
         len(df) > 0
         and (df["both_orders"] == df["both_recount"]).all()
         and np.allclose(df["confidence"], df["confidence_recount"], rtol=1e-9)
         and np.allclose(df["lift"], df["lift_recount"], rtol=1e-9)
     )
-    return dg.AssetCheckResult(passed=ok, metadata={"recount": dg.MetadataValue.md(df_to_markdown(df))})
+    return dg.AssetCheckResult(check_name=RULES_RECOUNT, passed=ok,
+                               metadata={"recount": dg.MetadataValue.md(df_to_markdown(df))})
 
 
-@dg.asset_check(
-    asset=dead_stock,
-    description="WARN when the inventory file misses products sold in the window (their stock is unknown, "
-    "so they cannot be judged) or when dead stock was judged by the proxy instead of stock levels.",
-    pool="duckdb",
-)
-def dead_stock_inventory_coverage(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        if not table_exists(con, "dead_stock") or con.execute("SELECT count(*) FROM dead_stock").fetchone()[0] == 0:
-            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                       metadata={"note": "dead_stock is empty"})
-        method, start, end = con.execute(
-            "SELECT any_value(method), min(window_start), max(window_end) FROM dead_stock").fetchone()
-        sold, missing = con.execute(
-            # the window's distinct products first: the NOT IN then looks up ~3k products, not every line
-            """SELECT count(*), count(*) FILTER (WHERE product_id NOT IN (SELECT product_id FROM dead_stock)) FROM (
-                   SELECT DISTINCT product_id FROM cleaned_transactions
-                   WHERE order_date >= ? AND order_date <= ? AND product_id IS NOT NULL)""",
-            [start, end],
-        ).fetchone()
+def inventory_coverage(con) -> dg.AssetCheckResult:
+    """dead_stock_inventory_coverage of the written dead_stock, on the asset's connection."""
+    if not table_exists(con, "dead_stock") or con.execute("SELECT count(*) FROM dead_stock").fetchone()[0] == 0:
+        return dg.AssetCheckResult(check_name=INVENTORY_COVERAGE, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"note": "dead_stock is empty"})
+    method, start, end = con.execute(
+        "SELECT any_value(method), min(window_start), max(window_end) FROM dead_stock").fetchone()
+    sold, missing = con.execute(
+        # the window's distinct products first: the NOT IN then looks up ~3k products, not every line
+        """SELECT count(*), count(*) FILTER (WHERE product_id NOT IN (SELECT product_id FROM dead_stock)) FROM (
+               SELECT DISTINCT product_id FROM cleaned_transactions
+               WHERE order_date >= ? AND order_date <= ? AND product_id IS NOT NULL)""",
+        [start, end],
+    ).fetchone()
     share = missing / sold if sold else 0.0
     passed = method == "inventory" and share <= 0.05
     return dg.AssetCheckResult(
+        check_name=INVENTORY_COVERAGE,
         passed=passed,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"method": method, "products_sold_in_window": int(sold),
@@ -291,4 +304,4 @@ def dead_stock_inventory_coverage(duckdb: DuckDBResource) -> dg.AssetCheckResult
 
 
 ASSETS = [dead_stock, association_rules, bundle_recommendations]
-CHECKS = [rules_recount_from_transactions, dead_stock_inventory_coverage]
+CHECKS: list = []  # rules_recount_from_transactions and dead_stock_inventory_coverage are check_specs

@@ -1,6 +1,7 @@
 """Customer stage assets (group "customers"): thin glue around features / rfm / personas / loyalty /
 cohorts. Every customer table carries snapshot_date (= as_of) and has one row per customer with a
-cleaned order on or before it (checked by `one_row_per_customer` checks in checks.py)."""
+cleaned order on or before it (checked by the `one_row_per_customer` check_spec of each, in its own
+step: customers/checks.py)."""
 
 import datetime as dt
 
@@ -14,7 +15,7 @@ from customer_assets.common.db import quote_ident, replace_table, resolve_as_of,
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
 from customer_assets.common.plotting import plt
 from customer_assets.common.sampling import sample_customers
-from customer_assets.customers import cohorts, loyalty, personas, rfm
+from customer_assets.customers import checks, cohorts, loyalty, personas, rfm
 from customer_assets.customers.features import (
     FEATURE_COLUMNS,
     OPTIONAL_FEATURES,
@@ -66,6 +67,7 @@ def snapshot_of(features: pd.DataFrame):
     description="One row per customer as of as_of: RFM, engagement, windowed spend, spend trend, return "
     "rate and (when mapped) price / discount / store features, from the shared snapshot feature "
     "function customer_assets.customers.features.compute_customer_features (also used by churn and LTV).",
+    check_specs=[checks.coverage_spec("customer_features")],
 )
 def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
@@ -109,7 +111,8 @@ def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
                 "return_rate_source": dg.MetadataValue.text(returns_note),
                 "summary": dg.MetadataValue.md(df_to_markdown(summary, max_rows=len(summary))),
                 "distributions": dg.MetadataValue.md(fig_to_md(fig, "feature distributions")),
-            }
+            },
+            check_results=[checks.coverage_result(con, "customer_features", f"{base.prefix}order_days")],
         )
 
 
@@ -121,6 +124,7 @@ def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
     description="RFM quintile scores (1-5, R reversed, tie-aware ranks) and exactly one segment per customer "
     "from the rule table customer_assets.customers.rfm.SEGMENT_RULES (first match wins). Price Sensitive "
     "uses price_index (paid vs each product's median price) when the source has prices.",
+    check_specs=[checks.coverage_spec("rfm_segments"), checks.CHAMPIONS_SPEC],
 )
 def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
@@ -159,7 +163,11 @@ def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mate
                 "rule_table": dg.MetadataValue.md(df_to_markdown(rules, max_rows=20)),
                 "price_sensitive": dg.MetadataValue.text(price_note),
                 "champions_validation": dg.MetadataValue.json(validation),
-            }
+            },
+            check_results=[
+                checks.coverage_result(con, "rfm_segments", f"{ensure_feature_base(con).prefix}order_days"),
+                checks.champions_result(validation),
+            ],
         )
 
 
@@ -202,6 +210,7 @@ def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> st
     description="K-Means personas on scaled (log1p where skewed) RFM and engagement features, k chosen by "
     "silhouette over persona_k_min..persona_k_max; clusters named from their profile. The scaler + "
     "model are registered as `persona_kmeans` in the model registry.",
+    check_specs=[checks.coverage_spec("customer_personas")],
 )
 def customer_personas(
     duckdb: DuckDBResource, settings: AnalyticsSettings, model_store: ModelStore
@@ -209,6 +218,10 @@ def customer_personas(
     with duckdb.get_connection() as con:
         features = read_features(con, ["customer_id", "snapshot_date", *personas.PERSONA_FEATURES])
         snap = snapshot_of(features)
+
+        def coverage():
+            return [checks.coverage_result(con, "customer_personas", f"{ensure_feature_base(con).prefix}order_days")]
+
         if len(features) <= settings.persona_k_min:
             out = pd.DataFrame({"customer_id": features["customer_id"], "snapshot_date": snap,
                                 "cluster": -1, "persona": "Unclustered (too few customers)"})
@@ -218,7 +231,7 @@ def customer_personas(
                 "skipped": dg.MetadataValue.text(
                     f"{len(features)} customers: K-Means needs more than k_min={settings.persona_k_min}; "
                     "every customer is 'Unclustered' and no model is registered"),
-            })
+            }, check_results=coverage())
         result = personas.fit_personas(
             features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample,
             settings.max_fit_customers,
@@ -250,7 +263,8 @@ def customer_personas(
                 "model_version": dg.MetadataValue.int(reg.version),
                 "model_status": dg.MetadataValue.text(f"{reg.status}: {reg.message}"),
                 "plots": dg.MetadataValue.md(_persona_plots(result, features)),
-            }
+            },
+            check_results=coverage(),
         )
 
 
@@ -262,13 +276,14 @@ def customer_personas(
     description="Loyalty tiers ranked by qualifying spend (last loyalty_window_days before as_of): top "
     "loyalty_platinum_share Platinum, next Gold, next Silver, rest (and anyone without qualifying spend) "
     "Bronze, with the seed's rewards (settings.LOYALTY_REWARDS).",
+    check_specs=[checks.coverage_spec("loyalty_tiers"), checks.TIERS_SPEC],
 )
 def loyalty_tiers(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         features = read_features(con, ["customer_id", "snapshot_date", "monetary"])
         snap = snapshot_of(features)
         # from the feature base's order_days (built by customer_features for this data version)
-        order_days = f"{ensure_feature_base(con).prefix}order_days"
+        order_days = f"{ensure_feature_base(con).prefix}order_days"  # also the coverage check's customers
         spend = con.execute(loyalty.qualifying_spend_sql(snap, settings.loyalty_window_days, order_days)).df()
         tiers = loyalty.assign_tiers(
             spend, settings.loyalty_platinum_share, settings.loyalty_gold_share, settings.loyalty_silver_share
@@ -306,7 +321,8 @@ def loyalty_tiers(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mat
                     f"{settings.loyalty_platinum_share:.0%} Platinum, next {settings.loyalty_gold_share:.0%} Gold, "
                     f"next {settings.loyalty_silver_share:.0%} Silver, rest Bronze; no qualifying spend = Bronze"),
                 "chart": dg.MetadataValue.md(fig_to_md(fig, "tiers")),
-            }
+            },
+            check_results=[checks.coverage_result(con, "loyalty_tiers", order_days), checks.tiers_result(tiers)],
         )
 
 
@@ -317,6 +333,7 @@ def loyalty_tiers(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mat
     deps=["cleaned_transactions"],
     description="Monthly acquisition cohorts (first purchase month) x months since acquisition: cohort size, "
     "active customers, retention % and revenue, zero months included; heatmap in the metadata.",
+    check_specs=[checks.COHORTS_SPEC],
 )
 def cohort_retention(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
@@ -335,7 +352,8 @@ def cohort_retention(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.
                 "mean_month1_retention_pct": dg.MetadataValue.float(
                     float(m1["retention_pct"].mean()) if len(m1) else 0.0),
                 "heatmap": dg.MetadataValue.md(fig_to_md(cohorts.heatmap(df), "cohort retention heatmap")),
-            }
+            },
+            check_results=[checks.cohorts_result(con, df)],
         )
 
 

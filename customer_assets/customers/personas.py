@@ -15,17 +15,19 @@ scaler + K-Means pipeline and the names, so scoring new customers needs only the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_samples
-from sklearn.metrics.pairwise import euclidean_distances
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from customer_assets.common.sampling import sample_customers
+
+# scikit-learn is imported where a model is fitted (`_fit`, `choose_k`, `fit_personas`), not at
+# module level: importing it (~0.6 s) would otherwise be paid by every load of the code location
+# (each CLI run, each `dagster dev` reload), also when no persona is fitted. Unpickling a
+# PersonaModel imports sklearn through pickle itself.
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 PERSONA_FEATURES = [
     "recency_days",
@@ -77,6 +79,10 @@ class PersonaModel:
 
 
 def _fit(x: np.ndarray, k: int) -> Pipeline:
+    from sklearn.cluster import KMeans
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline(
         [("scale", StandardScaler()), ("kmeans", KMeans(n_clusters=k, n_init=4, random_state=RANDOM_STATE))]
     ).fit(x)
@@ -84,6 +90,9 @@ def _fit(x: np.ndarray, k: int) -> Pipeline:
 
 def choose_k(x: np.ndarray, k_min: int = 3, k_max: int = 8, sample_size: int = 3000):
     """Fit K-Means for each k; return (best k, {k: silhouette}, {k: fitted pipeline})."""
+    from sklearn.metrics import silhouette_samples
+    from sklearn.metrics.pairwise import euclidean_distances
+
     n = len(x)
     ks = [k for k in range(k_min, k_max + 1) if k < n]
     if not ks:
@@ -179,6 +188,8 @@ def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_
     """`max_fit_customers` (settings.max_fit_customers; 0 = all): scaler, K-Means and the choice of
     k are fitted on a deterministic customer sample of at most that size; every customer is then
     assigned to its nearest centre."""
+    from threadpoolctl import threadpool_limits
+
     x = prepare(features)
     fit_rows = features
     if max_fit_customers and len(features) > max_fit_customers:
