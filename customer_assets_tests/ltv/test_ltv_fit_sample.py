@@ -50,3 +50,26 @@ def test_pareto_fit_is_deterministic_and_weighting_keeps_the_fit():
         plain = lifetimes.ParetoNBDFitter().fit(data["frequency"], data["recency"], data["T"], initial_params=np.ones(4))
     for k in ("r", "alpha", "s", "beta"):
         assert first.params[k] == pytest.approx(plain.params_[k], rel=1e-3), k
+
+
+def test_pareto_fit_with_distinct_hyp2f1_is_lifetimes_fit_to_the_bit():
+    import lifetimes
+
+    from customer_assets.ltv import clv
+
+    data = _pareto_customers(n=1500, seed=5)
+    data["T"] += np.random.default_rng(5).integers(0, 6, len(data))  # customers of different ages
+    args = clv.pareto_fit_arguments(data)
+    n = len(args["frequency"])  # something to share in both hyp2f1 calls:
+    assert len(set(zip(args["frequency"], args["recency"]))) < n and len(set(zip(args["frequency"], args["T"]))) < n
+    with np.errstate(all="ignore"):
+        plain = lifetimes.ParetoNBDFitter().fit(**args)
+        fast = clv._pareto_fitter_class()().fit(**args)
+        p = np.array([0.6, 9.0, 0.5, 12.0])
+        x, r, T, w = (np.asarray(args[k], float) for k in ("frequency", "recency", "T", "weights"))
+        for q in (p, p[[0, 3, 2, 1]]):  # alpha < beta and alpha > beta
+            assert fast._negative_log_likelihood(q, x.astype(int), r, T, w, 0.1) == \
+                lifetimes.ParetoNBDFitter._negative_log_likelihood(q, x.astype(int), r, T, w, 0.1)
+    assert isinstance(fast, lifetimes.ParetoNBDFitter)
+    assert np.array_equal(fast.params_.to_numpy(), plain.params_.to_numpy())
+    assert fast._negative_log_likelihood_ == plain._negative_log_likelihood_
