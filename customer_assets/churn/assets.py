@@ -60,6 +60,10 @@ def training_reason(context, con) -> str:
     "gap_ratio) at each training snapshot (role 'train', 30 days apart, label windows ending on or before "
     "the evaluation snapshot) and at the evaluation snapshot as_of - horizon (role 'eval'); churned = no "
     "order in (snapshot, snapshot + horizon].",
+    check_specs=[dg.AssetCheckSpec(
+        "churn_training_set_out_of_time", asset="churn_training_set", blocking=True,
+        description="Out-of-time: every training snapshot's label window ends on or before the evaluation "
+        "snapshot, and the evaluation snapshot is as_of - horizon.")],
 )
 def churn_training_set(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     from customer_assets.churn.training import build_training_set
@@ -74,7 +78,8 @@ def churn_training_set(duckdb: DuckDBResource, settings: AnalyticsSettings) -> d
             empty = pd.DataFrame(columns=["customer_id", "snapshot_date", "role", *features, "churned"])
             replace_table(con, "churn_training_set", empty.astype({"customer_id": str, "role": str}))
             return dg.MaterializeResult(metadata={
-                **table_metadata(con, "churn_training_set"), "skipped": dg.MetadataValue.text(str(e))})
+                **table_metadata(con, "churn_training_set"), "skipped": dg.MetadataValue.text(str(e))},
+                check_results=[_out_of_time_result(con, settings, as_of)])
         df = build_training_set(con, windows)
         replace_table(con, "churn_training_set", df)
         summary = (df.groupby(["role", "snapshot_date"])["churned"].agg(customers="size", churn_rate="mean")
@@ -92,7 +97,7 @@ def churn_training_set(duckdb: DuckDBResource, settings: AnalyticsSettings) -> d
             "eval_snapshot": dg.MetadataValue.text(str(windows.eval_snapshot)),
             "train_snapshots": dg.MetadataValue.json([str(s) for s in windows.train_snapshots]),
             "churn_rate_plot": dg.MetadataValue.md(fig_to_md(fig, "churn rate per snapshot")),
-        })
+        }, check_results=[_out_of_time_result(con, settings, as_of)])
 
 
 def _champion_auc_on(con, eval_df: pd.DataFrame):
@@ -126,6 +131,10 @@ def _champion_auc_on(con, eval_df: pd.DataFrame):
     "predictions; picks the winner by ROC AUC on the out-of-time evaluation window and registers it "
     "(champion/challenger gate). Table: every metric for both models and both baselines (majority class, "
     "the earlier tool's rule).",
+    check_specs=[dg.AssetCheckSpec(
+        "churn_model_quality_target", asset="churn_model", blocking=False,
+        description=f"Quality target (issue 4): the winner's out-of-time ROC AUC >= {TARGET_ROC_AUC} "
+        f"and ECE <= {TARGET_ECE}. A warning, not a gate: the measured values are reported as they are.")],
 )
 def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, settings: AnalyticsSettings,
                 model_store: ModelStore) -> dg.MaterializeResult:
@@ -144,7 +153,8 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
         if skip:
             replace_table(con, "churn_model", pd.DataFrame(columns=METRICS_TABLE_COLUMNS).astype(str))
             return dg.MaterializeResult(metadata={**table_metadata(con, "churn_model"),
-                                                  "skipped": dg.MetadataValue.text(skip)})
+                                                  "skipped": dg.MetadataValue.text(skip)},
+                                        check_results=[_quality_target_result(pd.DataFrame())])
 
         ts["snapshot_date"] = pd.to_datetime(ts["snapshot_date"]).dt.date
         as_of = resolve_as_of(con, settings.as_of_date())
@@ -226,7 +236,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             "roc_plot": dg.MetadataValue.md(_png_md(roc_png, "ROC")),
             "reliability_diagram": dg.MetadataValue.md(_png_md(rel_png, "reliability diagram")),
             "plots_written_to": dg.MetadataValue.path(str(reports / "churn_roc.png")),
-        })
+        }, check_results=[_quality_target_result(table[table["role"] == "winner"])])
 
 
 @dg.asset(
@@ -238,6 +248,9 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
     "champion (loaded only through the registry, hash verified; falls back to the last good version): "
     "churn_probability, risk_band (High > risk_high, Low < risk_low, the bounds themselves Medium) and the "
     "three features pushing the score up most, in words.",
+    check_specs=[dg.AssetCheckSpec(
+        "churn_scores_valid", asset="churn_scores", blocking=True,
+        description="Every probability is in [0, 1] and every band agrees with the band rule.")],
 )
 def churn_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
                  settings: AnalyticsSettings) -> dg.MaterializeResult:
@@ -253,7 +266,8 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
             return dg.MaterializeResult(metadata={
                 **table_metadata(con, "churn_scores"),
                 "skipped": dg.MetadataValue.text("no churn_model in model_registry (not trained yet, or "
-                                                 "churn_model was skipped: see its metadata)")})
+                                                 "churn_model was skipped: see its metadata)")},
+                check_results=[_scores_valid_result(con, settings)])
         try:
             loaded = load_model(con, MODEL_NAME)
         except ArtifactError as e:
@@ -293,66 +307,80 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
                 f"(exactly {settings.risk_low} and {settings.risk_high} are Medium)"),
             "top_reasons": dg.MetadataValue.md(df_to_markdown(reasons, 10)),
             "distribution": dg.MetadataValue.md(fig_to_md(fig, "churn scores")),
-        })
+        }, check_results=[_scores_valid_result(con, settings)])
 
 
-@dg.asset_check(asset=churn_scores, blocking=True,
-                description="Every probability is in [0, 1] and every band agrees with the band rule.")
-def churn_scores_valid(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        bad = con.execute(
-            """SELECT count(*) FILTER (WHERE churn_probability IS NULL OR churn_probability < 0 OR churn_probability > 1),
-                      count(*) FILTER (WHERE risk_band IS DISTINCT FROM CASE WHEN churn_probability > ? THEN 'High'
-                                       WHEN churn_probability < ? THEN 'Low' ELSE 'Medium' END),
-                      count(*) - count(DISTINCT customer_id)
-               FROM churn_scores""",
-            [settings.risk_high, settings.risk_low],
-        ).fetchone()
+# The checks run inside their asset's step (check_specs above), on its connection; the functions
+# below are their logic, and the plain-function forms (duckdb resource in) are kept for direct use.
+
+def _scores_valid_result(con, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    bad = con.execute(
+        """SELECT count(*) FILTER (WHERE churn_probability IS NULL OR churn_probability < 0 OR churn_probability > 1),
+                  count(*) FILTER (WHERE risk_band IS DISTINCT FROM CASE WHEN churn_probability > ? THEN 'High'
+                                   WHEN churn_probability < ? THEN 'Low' ELSE 'Medium' END),
+                  count(*) - count(DISTINCT customer_id)
+           FROM churn_scores""",
+        [settings.risk_high, settings.risk_low],
+    ).fetchone()
     return dg.AssetCheckResult(
+        check_name="churn_scores_valid",
         passed=sum(bad) == 0,
         metadata={"probability_out_of_range": int(bad[0]), "band_mismatch": int(bad[1]),
                   "duplicate_customers": int(bad[2])},
     )
 
 
-@dg.asset_check(asset=churn_model, blocking=False,
-                description=f"Quality target (issue 4): the winner's out-of-time ROC AUC >= {TARGET_ROC_AUC} "
-                f"and ECE <= {TARGET_ECE}. A warning, not a gate: the measured values are reported as they are.")
-def churn_model_quality_target(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+def churn_scores_valid(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    """Every probability is in [0, 1] and every band agrees with the band rule."""
     with duckdb.get_connection() as con:
-        df = con.execute("SELECT * FROM churn_model WHERE role = 'winner'").df() if table_exists(
-            con, "churn_model") else pd.DataFrame()
+        return _scores_valid_result(con, settings)
+
+
+def _quality_target_result(df: pd.DataFrame) -> dg.AssetCheckResult:
+    """df: the churn_model table's winner row (empty when the stage was skipped)."""
     if df.empty:
-        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
+        return dg.AssetCheckResult(check_name="churn_model_quality_target", passed=True,
+                                   severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"note": "churn_model skipped: nothing to check"})
     r = df.iloc[0]
     passed = bool(r["roc_auc"] >= TARGET_ROC_AUC and r["ece"] <= TARGET_ECE)
     return dg.AssetCheckResult(
-        passed=passed, severity=dg.AssetCheckSeverity.WARN,
+        check_name="churn_model_quality_target", passed=passed, severity=dg.AssetCheckSeverity.WARN,
         metadata={"roc_auc": float(r["roc_auc"]), "ece": float(r["ece"]), "model": str(r["model"]),
                   "target": f"roc_auc >= {TARGET_ROC_AUC}, ece <= {TARGET_ECE}"},
     )
 
 
-@dg.asset_check(asset=churn_training_set, blocking=True,
-                description="Out-of-time: every training snapshot's label window ends on or before the evaluation "
-                "snapshot, and the evaluation snapshot is as_of - horizon.")
-def churn_training_set_out_of_time(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+def churn_model_quality_target(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    """The quality target (WARN) from the stored churn_model table."""
     with duckdb.get_connection() as con:
-        rows = con.execute("SELECT role, min(snapshot_date), max(snapshot_date) FROM churn_training_set GROUP BY role").fetchall()
-        as_of = resolve_as_of(con, settings.as_of_date())
+        df = con.execute("SELECT * FROM churn_model WHERE role = 'winner'").df() if table_exists(
+            con, "churn_model") else pd.DataFrame()
+    return _quality_target_result(df)
+
+
+def _out_of_time_result(con, settings: AnalyticsSettings, as_of) -> dg.AssetCheckResult:
+    rows = con.execute("SELECT role, min(snapshot_date), max(snapshot_date) FROM churn_training_set GROUP BY role").fetchall()
     spans = {r[0]: (pd.Timestamp(r[1]).date(), pd.Timestamp(r[2]).date()) for r in rows}
     if not spans:
-        return dg.AssetCheckResult(passed=True, metadata={"note": "empty training set (stage skipped)"})
+        return dg.AssetCheckResult(check_name="churn_training_set_out_of_time", passed=True,
+                                   metadata={"note": "empty training set (stage skipped)"})
     h = pd.Timedelta(days=settings.horizon_days)
     ev = spans.get("eval", (None, None))[0]
     last_train = spans.get("train", (None, None))[1]
     passed = (ev is not None and last_train is not None and spans["eval"][0] == spans["eval"][1]
               and last_train + h <= ev and ev + h == as_of)
-    return dg.AssetCheckResult(passed=bool(passed), metadata={
+    return dg.AssetCheckResult(check_name="churn_training_set_out_of_time", passed=bool(passed), metadata={
         "last_training_snapshot": str(last_train), "its_label_window_ends": str(last_train + h if last_train else None),
         "eval_snapshot": str(ev), "as_of": str(as_of)})
 
 
+def churn_training_set_out_of_time(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.AssetCheckResult:
+    """Out-of-time: every training snapshot's label window ends on or before the evaluation snapshot,
+    and the evaluation snapshot is as_of - horizon."""
+    with duckdb.get_connection() as con:
+        return _out_of_time_result(con, settings, resolve_as_of(con, settings.as_of_date()))
+
+
 ASSETS = [churn_training_set, churn_model, churn_scores]
-CHECKS = [churn_training_set_out_of_time, churn_scores_valid, churn_model_quality_target]
+CHECKS = []  # churn_training_set_out_of_time, churn_model_quality_target, churn_scores_valid: check_specs on the assets

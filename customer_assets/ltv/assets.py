@@ -177,6 +177,9 @@ def ltv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
     "(BG/NBD family), expected average order value (Gamma-Gamma), discounted CLV over clv_months months "
     "(clv_12m), XGBoost predicted horizon spend, historical spend, and value decile (10 = most valuable, "
     "by value_basis). Models are loaded only from the registry, so this scores without retraining.",
+    check_specs=[dg.AssetCheckSpec(
+        "customer_ltv_valid", asset="customer_ltv", blocking=True,
+        description="One row per customer; probabilities in [0, 1]; no negative or infinite values.")],
 )
 def customer_ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource, settings: AnalyticsSettings):
     with duckdb.get_connection() as con:
@@ -192,6 +195,7 @@ def customer_ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
                       round(avg(historical_spend), 2) AS mean_historical_spend, round(avg(prob_alive), 3) AS mean_prob_alive
                FROM customer_ltv GROUP BY 1 ORDER BY 1 DESC"""
         ).df()
+        valid = _ltv_valid_result(con)
     for name, reason in info["null_reasons"].items():
         context.log.warning(f"{name} unavailable, its columns are NULL: {reason}")
     for w in info.get("warnings", []):
@@ -205,28 +209,32 @@ def customer_ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
         "model_warnings": dg.MetadataValue.json(info.get("warnings", [])),
         "by_value_decile": dg.MetadataValue.md(df_to_markdown(deciles, max_rows=10)),
         "total_clv_12m": None if df["clv_12m"].isna().all() else float(df["clv_12m"].sum()),
-    })
+    }, check_results=[valid])
 
 
-@dg.asset_check(asset=customer_ltv, name="customer_ltv_valid", blocking=True,
-                description="One row per customer; probabilities in [0, 1]; no negative or infinite values.")
-def customer_ltv_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        row = con.execute(
-            """SELECT count(*) - count(DISTINCT customer_id),
-                      count(*) FILTER (WHERE prob_alive < 0 OR prob_alive > 1),
-                      count(*) FILTER (WHERE expected_purchases < 0 OR clv_12m < 0 OR predicted_spend_gbm < 0
-                                       OR expected_avg_order_value < 0),
-                      count(*) FILTER (WHERE isinf(clv_12m) OR isinf(expected_purchases)),
-                      count(*) FILTER (WHERE value_decile NOT BETWEEN 1 AND 10)
-               FROM customer_ltv"""
-        ).fetchone()
+def _ltv_valid_result(con) -> dg.AssetCheckResult:
+    """customer_ltv_valid's logic, run inside customer_ltv's step on its connection."""
+    row = con.execute(
+        """SELECT count(*) - count(DISTINCT customer_id),
+                  count(*) FILTER (WHERE prob_alive < 0 OR prob_alive > 1),
+                  count(*) FILTER (WHERE expected_purchases < 0 OR clv_12m < 0 OR predicted_spend_gbm < 0
+                                   OR expected_avg_order_value < 0),
+                  count(*) FILTER (WHERE isinf(clv_12m) OR isinf(expected_purchases)),
+                  count(*) FILTER (WHERE value_decile NOT BETWEEN 1 AND 10)
+           FROM customer_ltv"""
+    ).fetchone()
     names = ["duplicate_customers", "prob_alive_out_of_range", "negative_values", "infinite_values", "bad_decile"]
     counts = {n: int(v) for n, v in zip(names, row)}
     bad = {k: v for k, v in counts.items() if v}
-    return dg.AssetCheckResult(passed=not bad, metadata=counts,
+    return dg.AssetCheckResult(check_name="customer_ltv_valid", passed=not bad, metadata=counts,
                                description=None if not bad else f"invalid rows: {json.dumps(bad)}")
 
 
+def customer_ltv_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    """One row per customer; probabilities in [0, 1]; no negative or infinite values."""
+    with duckdb.get_connection() as con:
+        return _ltv_valid_result(con)
+
+
 ASSETS = [clv_model, ltv_model, customer_ltv]
-CHECKS = [customer_ltv_valid]
+CHECKS = []  # customer_ltv_valid: a check_spec of customer_ltv, evaluated in its step

@@ -31,7 +31,8 @@ def test_train_then_score_then_score_again_without_training(tmp_path, resources_
     n_customers = _warehouse(resources, synthetic_rows(n_customers=300, seed=21).to_dict("records"))
     instance = dg.DagsterInstance.ephemeral()
 
-    result = dg.materialize([clv_model, ltv_model, customer_ltv, customer_ltv_valid], resources=resources,
+    # customer_ltv_valid is a check_spec of customer_ltv: evaluated in its step
+    result = dg.materialize([clv_model, ltv_model, customer_ltv], resources=resources,
                             instance=instance)
     assert result.success
     assert _check(result, "customer_ltv_valid").passed
@@ -117,3 +118,15 @@ def test_clv_model_with_no_repeat_buyer_records_why_and_does_not_fail(tmp_path, 
     con.close()
     assert {s for s, _ in rows} == {"skipped"} and len(rows) == 4
     assert not registered  # nothing usable was registered
+
+
+def test_customer_ltv_valid_fails_on_invalid_rows(tmp_path, resources_for):
+    resources = resources_for(tmp_path)
+    with duckdb.connect(resources["duckdb"].database) as con:
+        con.execute("""CREATE TABLE customer_ltv AS SELECT * FROM (VALUES
+            ('a', 0.5, 1.0, 10.0, 5.0, 3.0, 1), ('a', 1.5, -1.0, 'inf'::DOUBLE, 5.0, 3.0, 11))
+            t(customer_id, prob_alive, expected_purchases, clv_12m, predicted_spend_gbm, expected_avg_order_value, value_decile)""")
+    r = customer_ltv_valid(duckdb=resources["duckdb"])
+    assert r.check_name == "customer_ltv_valid" and not r.passed
+    assert {k: v.value for k, v in r.metadata.items()} == {
+        "duplicate_customers": 1, "prob_alive_out_of_range": 1, "negative_values": 1, "infinite_values": 1, "bad_decile": 1}
