@@ -42,11 +42,12 @@ def add_churn_features(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def churn_feature_frame(con: duckdb.DuckDBPyConnection, snapshot_date) -> pd.DataFrame:
-    """customer_id + model features as of `snapshot_date` (transactions with order_date <= snapshot)."""
+def churn_feature_frame(con: duckdb.DuckDBPyConnection, snapshot_date, cols=None) -> pd.DataFrame:
+    """customer_id + model features as of `snapshot_date` (transactions with order_date <= snapshot).
+    `cols`: model_feature_columns(con) when the caller already has them (a scan of the lines)."""
     feats = compute_customer_features(con, _as_date(snapshot_date))
     feats = add_churn_features(feats)
-    cols = model_feature_columns(con)
+    cols = model_feature_columns(con) if cols is None else cols
     return feats[["customer_id"] + cols].reset_index(drop=True)
 
 
@@ -74,11 +75,43 @@ def churn_labels(con: duckdb.DuckDBPyConnection, snapshot_date, horizon_days: in
     ).df().astype({"churned": np.int64})
 
 
-def labelled_frame(con: duckdb.DuckDBPyConnection, snapshot_date, horizon_days: int) -> pd.DataFrame:
-    """Features at the snapshot joined with their label: customer_id, snapshot_date, features..., churned."""
+def churn_labels_many(con: duckdb.DuckDBPyConnection, snapshot_dates, horizon_days: int) -> list:
+    """[churn_labels(con, s, horizon_days) for s in snapshot_dates] (the same frames) from one scan of
+    the lines instead of one per snapshot. A customer's first order is on or before s exactly when
+    its first order among the lines up to the latest label end is (those include every line <= s)."""
+    snaps = [_as_date(s) for s in snapshot_dates]
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    if not snaps:
+        return []
+    ends = [s + dt.timedelta(days=int(horizon_days)) for s in snaps]
+    cols, params = [], []
+    for i, (s, end) in enumerate(zip(snaps, ends)):
+        cols.append(f"min(order_date) <= ? AS in_{i}, CASE WHEN count(*) FILTER (WHERE order_date > ? AND "
+                    f"order_date <= ?) = 0 THEN 1 ELSE 0 END AS churned_{i}")
+        params += [s, s, end]
+    wide = con.execute(
+        f"""
+        SELECT customer_id, {", ".join(cols)}
+        FROM cleaned_transactions
+        WHERE customer_id IS NOT NULL AND order_date <= ?
+        GROUP BY customer_id
+        ORDER BY customer_id
+        """,
+        params + [max(ends)],
+    ).df()
+    return [wide.loc[wide[f"in_{i}"].to_numpy(dtype=bool), ["customer_id", f"churned_{i}"]]
+            .rename(columns={f"churned_{i}": "churned"}).reset_index(drop=True).astype({"churned": np.int64})
+            for i in range(len(snaps))]
+
+
+def labelled_frame(con: duckdb.DuckDBPyConnection, snapshot_date, horizon_days: int, cols=None,
+                   labels: pd.DataFrame = None) -> pd.DataFrame:
+    """Features at the snapshot joined with their label: customer_id, snapshot_date, features..., churned.
+    `cols` / `labels`: model_feature_columns(con) / churn_labels(con, snapshot, horizon) when the caller has them."""
     s = _as_date(snapshot_date)
-    X = churn_feature_frame(con, s)
-    y = churn_labels(con, s, horizon_days)
+    X = churn_feature_frame(con, s, cols)
+    y = churn_labels(con, s, horizon_days) if labels is None else labels
     df = X.merge(y, on="customer_id", how="inner")
     df.insert(1, "snapshot_date", pd.Timestamp(s))
     return df

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from customer_assets.churn.features import labelled_frame
+from customer_assets.churn.features import churn_labels_many, labelled_frame, model_feature_columns
 from customer_assets.churn.metrics import baseline_metrics, bootstrap_ci, evaluate
 from customer_assets.churn.model import MODEL_KINDS, best_f1_threshold, fit_calibrated, one_blas_thread
 from customer_assets.common.sampling import sample_customers
@@ -61,12 +61,16 @@ def plan_windows(first_date: dt.date, as_of: dt.date, horizon_days: int, n_snaps
 
 def build_training_set(con, windows: Windows) -> pd.DataFrame:
     """Stacked labelled snapshots: role 'train' for the training snapshots, 'eval' for the evaluation one."""
+    # the feature list (a scan of the lines) and every snapshot's labels (one scan) once, not per snapshot
+    cols = model_feature_columns(con)
+    *train_labels, eval_labels = churn_labels_many(
+        con, list(windows.train_snapshots) + [windows.eval_snapshot], windows.horizon_days)
     parts = []
-    for s in windows.train_snapshots:
-        df = labelled_frame(con, s, windows.horizon_days)
+    for s, y in zip(windows.train_snapshots, train_labels):
+        df = labelled_frame(con, s, windows.horizon_days, cols, y)
         df.insert(2, "role", "train")
         parts.append(df)
-    ev = labelled_frame(con, windows.eval_snapshot, windows.horizon_days)
+    ev = labelled_frame(con, windows.eval_snapshot, windows.horizon_days, cols, eval_labels)
     ev.insert(2, "role", "eval")
     parts.append(ev)
     return pd.concat(parts, ignore_index=True)
