@@ -88,9 +88,42 @@ def _fit(x: np.ndarray, k: int) -> Pipeline:
     ).fit(x)
 
 
+def silhouette_mean(dist_t: np.ndarray, labels: np.ndarray) -> float:
+    """mean(sklearn.metrics.silhouette_samples(dist, labels, metric="precomputed")), bit for bit,
+    from `dist_t` = dist.T as a C-contiguous array (computed once for every k).
+
+    sklearn sums each sample's distances per cluster with one np.bincount per sample (a Python loop
+    of n calls, then an n x k reduce); here the same sums come from n vector additions
+    acc[label_j] += dist[:, j] in the same order j = 0..n-1, starting from 0.0, so every sum is the
+    same sequence of float additions and the result is identical (tested). Label sets sklearn
+    rejects (fewer than 2 or more than n-1 clusters) go to sklearn itself, with its error."""
+    from sklearn.metrics import silhouette_samples
+
+    n = len(labels)
+    uniq, enc = np.unique(labels, return_inverse=True)  # as sklearn's LabelEncoder
+    if not 2 <= len(uniq) <= n - 1:
+        return float(np.mean(silhouette_samples(dist_t.T, labels, metric="precomputed")))
+    freqs = np.bincount(enc)
+    acc = np.zeros((len(uniq), n), dtype=dist_t.dtype)  # acc[c, i]: sum of d(i, j) over j in cluster c
+    for j, c in enumerate(enc):
+        acc[c] += dist_t[j]
+    cd = acc.T.copy()
+    rows = np.arange(n)
+    intra = cd[rows, enc]
+    cd[rows, enc] = np.inf
+    cd /= freqs
+    inter = cd.min(axis=1)
+    denom = (freqs - 1).take(enc, mode="clip")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intra /= denom
+    sil = inter - intra
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sil /= np.maximum(intra, inter)
+    return float(np.mean(np.nan_to_num(sil)))
+
+
 def choose_k(x: np.ndarray, k_min: int = 3, k_max: int = 8, sample_size: int = 3000):
     """Fit K-Means for each k; return (best k, {k: silhouette}, {k: fitted pipeline})."""
-    from sklearn.metrics import silhouette_samples
     from sklearn.metrics.pairwise import euclidean_distances
 
     n = len(x)
@@ -103,16 +136,16 @@ def choose_k(x: np.ndarray, k_min: int = 3, k_max: int = 8, sample_size: int = 3
     # pairwise distances are computed once and scored per k as "precomputed": the same numbers
     # (tested against silhouette_score) for one distance matrix instead of one per k
     sample = np.random.RandomState(RANDOM_STATE).permutation(n)[:min(sample_size, n)]
-    dist = None
+    dist_t = None
     for k in ks:
         pipe = _fit(x, k)
         labels = pipe.named_steps["kmeans"].labels_
         if len(set(labels)) < 2:
             scores[k] = float("nan")
         else:
-            if dist is None:
-                dist = euclidean_distances(pipe.named_steps["scale"].transform(x)[sample])
-            scores[k] = float(np.mean(silhouette_samples(dist, labels[sample], metric="precomputed")))
+            if dist_t is None:
+                dist_t = np.ascontiguousarray(euclidean_distances(pipe.named_steps["scale"].transform(x)[sample]).T)
+            scores[k] = silhouette_mean(dist_t, labels[sample])
         fits[k] = pipe
     valid = {k: s for k, s in scores.items() if not np.isnan(s)}
     if not valid:

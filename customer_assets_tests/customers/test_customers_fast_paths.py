@@ -233,3 +233,21 @@ def test_order_days_paths_after_an_incremental_feature_base_update(tmp_path):
         ref, fast = (con.execute(loyalty.qualifying_spend_sql(snap, 3, *src)).df() for src in [(), (od,)])
         assert fast.equals(ref) and len(fast) >= 2
     con.close()
+
+
+def test_silhouette_mean_is_sklearns_mean_bit_for_bit():
+    from sklearn.metrics import silhouette_samples
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    rng = np.random.default_rng(3)
+    for t in range(40):
+        n = int(rng.integers(5, 400))
+        d = euclidean_distances(rng.normal(size=(n, int(rng.integers(1, 7)))) * rng.lognormal())
+        labels = rng.integers(0, int(rng.integers(2, 9)), size=n) * 3 + 5 * (t % 2)  # gaps, offset
+        if t % 4 == 0:
+            labels[0] = 99  # a singleton cluster: its silhouette is 0
+        ref = float(np.mean(silhouette_samples(d, labels, metric="precomputed")))
+        assert personas.silhouette_mean(np.ascontiguousarray(d.T), labels) == ref
+    # what sklearn rejects is still rejected, with sklearn's error
+    with pytest.raises(ValueError, match="Number of labels"):
+        personas.silhouette_mean(np.zeros((4, 4)), np.zeros(4, dtype=int))
