@@ -162,3 +162,35 @@ def test_online_retail_materialize(tmp_path, resources_for, retail_db):
                        ).fetchone()[0] > 0
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["rules_recount_from_transactions"] is True
+
+
+def test_dead_stock_plot_is_the_stacked_histogram():
+    """_dead_stock_plot draws two stairs; the picture equals the former ax.hist(stacked=True) one."""
+    import base64
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from customer_assets.bundles.assets import _dead_stock_plot
+    from customer_assets.common.metadata import fig_to_md
+    from customer_assets.common.plotting import plt
+
+    rng = np.random.default_rng(5)
+    ratios = np.concatenate([rng.uniform(0, 2.5, 400), [0.6, 0.6, 0.0, 2.0, np.nan]])  # at the cut, clipped, NaN
+    df = pd.DataFrame({"sold_ratio": ratios})
+
+    def png(md):
+        return mpimg.imread(io.BytesIO(base64.b64decode(md.split("base64,")[1].rstrip(")"))), format="png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    vals = df["sold_ratio"].dropna().clip(upper=2.0)
+    ax.hist([vals[vals < 0.6], vals[vals >= 0.6]], bins=np.linspace(0, 2, 41), stacked=True,
+            color=["#c0392b", "#7f8c8d"], label=["dead stock (< 0.6)", "selling"])
+    ax.axvline(0.6, color="black", ls="--", lw=1)
+    ax.set_xlabel("sold ratio (clipped at 2)")
+    ax.set_ylabel("products")
+    ax.set_title("Sold ratio per product (inventory)")
+    ax.legend(loc="upper center")
+    want, got = png(fig_to_md(fig)), png(_dead_stock_plot(df, 0.6, "inventory"))
+    assert want.shape == got.shape and np.abs(want - got).max() == 0
