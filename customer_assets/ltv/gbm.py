@@ -62,6 +62,14 @@ def labelled_snapshot(con: duckdb.DuckDBPyConnection, snapshot, horizon_days: in
     return out
 
 
+def labelled_snapshot_memo(con, snapshot, horizon_days: int, memo: dict) -> pd.DataFrame:
+    """labelled_snapshot through `memo` (one call's scope: the frames are read, never modified)."""
+    key = (snapshot, int(horizon_days))
+    if key not in memo:
+        memo[key] = labelled_snapshot(con, snapshot, horizon_days)
+    return memo[key]
+
+
 def snapshots_ending(last_snapshot: dt.date, n: int, first_data_date: dt.date) -> list:
     """Up to n snapshots last_snapshot - 30*k that have data before them (oldest first)."""
     snaps = [last_snapshot - dt.timedelta(days=SNAPSHOT_STEP_DAYS * k) for k in range(n)]
@@ -72,8 +80,11 @@ def feature_names(frame: pd.DataFrame) -> list:
     return [c for c in frame.columns if c not in ("customer_id", "snapshot_date", "label_spend")]
 
 
-def training_frame(con, snapshots: list, horizon_days: int) -> pd.DataFrame:
-    frames = [labelled_snapshot(con, s, horizon_days) for s in snapshots]
+def training_frame(con, snapshots: list, horizon_days: int, memo: dict = None) -> pd.DataFrame:
+    """`memo`: {(snapshot, horizon_days): labelled_snapshot frame} shared by the caller's calls (the
+    evaluation and production snapshot lists overlap: the same frame is not built twice)."""
+    frames = [labelled_snapshot(con, s, horizon_days) if memo is None else labelled_snapshot_memo(con, s, horizon_days, memo)
+              for s in snapshots]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame()

@@ -261,7 +261,8 @@ def train_ltv(
             f"{cutoff - dt.timedelta(days=horizon_days)} (as_of {as_of} minus two horizons of {horizon_days} days)"
         )
         return out
-    train = gbm.training_frame(con, out.train_snapshots, horizon_days)
+    memo = {}  # the train, holdout and production snapshots overlap (n=4: 7 distinct of 9)
+    train = gbm.training_frame(con, out.train_snapshots, horizon_days, memo)
     if len(train) < MIN_TRAIN_ROWS or train["label_spend"].sum() <= 0:
         out.skipped = (f"training set too small or without any spend in its label windows "
                        f"({len(train)} rows, total label spend {train['label_spend'].sum() if len(train) else 0:.2f})")
@@ -274,7 +275,7 @@ def train_ltv(
     del fit
 
     cal = calibration_with_holdout(con, cutoff, as_of)
-    snap = gbm.labelled_snapshot(con, cutoff, horizon_days)
+    snap = gbm.labelled_snapshot_memo(con, cutoff, horizon_days, memo)
     hold = cal.merge(
         pd.DataFrame({"customer_id": snap["customer_id"], "pred_revenue_xgb": gbm.predict_xgb(eval_model, snap, out.features)}),
         on="customer_id", how="left",
@@ -293,7 +294,7 @@ def train_ltv(
         out.metrics["bgnbd_gamma_gamma"] = ev.evaluate(hold, "pred_revenue_clv", "pred_purchases_clv")
     out.comparison = pd.DataFrame([ev.flat_metrics(k, v) for k, v in out.metrics.items()])
 
-    prod = gbm.training_frame(con, out.production_snapshots, horizon_days)
+    prod = gbm.training_frame(con, out.production_snapshots, horizon_days, memo)
     prod_fit = sample_customers(prod, max_fit_customers)
     out.model = gbm.fit_xgb(prod_fit, out.features)
     if models_dir is not None:

@@ -51,3 +51,20 @@ def test_ltv_model_asset_uses_the_setting(tmp_path, resources_for):
     assert meta["fit_rows"].value < meta["train_rows"].value
     png = (tmp_path / "reports" / "ltv_holdout_deciles.png").read_bytes()  # the UI chart is the saved PNG
     assert meta["decile_chart"].value == f"![decile chart](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def test_train_ltv_builds_each_distinct_snapshot_once_with_the_same_result(con, monkeypatch):
+    write_cleaned(con, synthetic_rows(n_customers=200, seed=7).to_dict("records"))
+    as_of = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    built = []
+    real = gbm.labelled_snapshot
+    monkeypatch.setattr(gbm, "labelled_snapshot", lambda c, s, h: built.append(s) or real(c, s, h))
+    res = tr.train_ltv(con, as_of, 90, 4)
+    wanted = res.train_snapshots + [res.cutoff] + res.production_snapshots
+    assert sorted(built) == sorted(set(wanted)) and len(built) < len(wanted)  # the lists overlap
+    # without the memo (every list built on its own): the same holdout, comparison and model
+    monkeypatch.setattr(gbm, "labelled_snapshot_memo", lambda c, s, h, memo: real(c, s, h))
+    plain = tr.train_ltv(con, as_of, 90, 4)
+    pd.testing.assert_frame_equal(res.holdout, plain.holdout)
+    pd.testing.assert_frame_equal(res.comparison, plain.comparison)
+    assert res.model.get_booster().save_raw("json") == plain.model.get_booster().save_raw("json")
