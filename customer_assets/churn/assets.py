@@ -174,7 +174,7 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
             "model_kind": win,
             "horizon_days": settings.horizon_days,
             "eval_snapshot": str(eval_snapshot),
-            "train_snapshots": sorted({str(s) for s in train["snapshot_date"]}),
+            "train_snapshots": sorted({str(s) for s in train["snapshot_date"].unique()}),
             "feature_medians": result.models[win].feature_medians,
             "trained_through": str(eval_snapshot),
         }
