@@ -282,6 +282,22 @@ def _hyp2f1_distinct(freq, other, rsf, t, z):
     freq, other = np.asarray(freq), np.asarray(other)
     if freq.ndim != 1 or len(freq) < 2:
         return hyp2f1(rsf, t, rsf + 1.0, z)
+    first, inverse = _distinct_pairs(freq, other)
+    t_u = t[first] if np.ndim(t) else t
+    rsf_u = rsf[first]
+    return hyp2f1(rsf_u, t_u, rsf_u + 1.0, z[first])[inverse]
+
+
+_PAIRS_CACHE: dict = {}
+
+
+def _distinct_pairs(freq: np.ndarray, other: np.ndarray) -> tuple:
+    """(index of the first row of each distinct (freq, other) pair, row -> pair). A fit passes the
+    same two arrays to every likelihood evaluation: the grouping is kept for them (checked equal)."""
+    key = (id(freq), id(other), len(freq))
+    hit = _PAIRS_CACHE.get(key)
+    if hit is not None and np.array_equal(hit[0], freq) and np.array_equal(hit[1], other):
+        return hit[2], hit[3]
     order = np.lexsort((other, freq))
     f_s, o_s = freq[order], other[order]
     new = np.empty(len(order), dtype=bool)
@@ -290,9 +306,10 @@ def _hyp2f1_distinct(freq, other, rsf, t, z):
     first = order[new]
     inverse = np.empty(len(order), dtype=np.intp)
     inverse[order] = np.cumsum(new) - 1
-    t_u = t[first] if np.ndim(t) else t
-    rsf_u = rsf[first]
-    return hyp2f1(rsf_u, t_u, rsf_u + 1.0, z[first])[inverse]
+    if len(_PAIRS_CACHE) >= 8:
+        _PAIRS_CACHE.clear()
+    _PAIRS_CACHE[key] = (freq.copy(), other.copy(), first, inverse)
+    return first, inverse
 
 
 def _sanity_predictions(model: str, params: dict, data: pd.DataFrame) -> Optional[str]:

@@ -73,3 +73,15 @@ def test_pareto_fit_with_distinct_hyp2f1_is_lifetimes_fit_to_the_bit():
     assert isinstance(fast, lifetimes.ParetoNBDFitter)
     assert np.array_equal(fast.params_.to_numpy(), plain.params_.to_numpy())
     assert fast._negative_log_likelihood_ == plain._negative_log_likelihood_
+
+
+def test_distinct_pairs_grouping_is_reused_only_for_equal_arrays():
+    from customer_assets.ltv import clv
+
+    f = np.array([2, 0, 2, 1, 0, 2])
+    o = np.array([1.5, 0.0, 1.5, 3.0, 0.0, 2.0])
+    first, inverse = clv._distinct_pairs(f, o)
+    assert np.array_equal(f[first][inverse], f) and np.array_equal(o[first][inverse], o) and len(first) == 4
+    o[2] = 9.0  # the same array object, changed in place: grouped again, not taken from the cache
+    first, inverse = clv._distinct_pairs(f, o)
+    assert len(first) == 5 and np.array_equal(o[first][inverse], o)
