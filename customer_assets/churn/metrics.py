@@ -15,15 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 METRIC_NAMES = ["roc_auc", "pr_auc", "brier", "ece", "f1", "precision", "recall", "accuracy", "threshold"]
 
@@ -58,6 +49,16 @@ def reliability_table(y, p, bins: int = 10) -> pd.DataFrame:
 def evaluate(y, p, threshold: float, predicted=None) -> dict:
     """Every metric of the issue for probabilities `p` (predicted churn = p >= threshold unless
     `predicted` labels are given)."""
+    from sklearn.metrics import (  # here, not at import: see churn/model.make_base_model
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
     pred = (p >= threshold).astype(int) if predicted is None else np.asarray(predicted, dtype=int)

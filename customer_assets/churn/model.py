@@ -19,10 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 MODEL_KINDS = ("logistic_regression", "xgboost")
@@ -39,6 +35,12 @@ def make_base_model(kind: str, seed: int = 0):
     idle, one when it is busy (threads on a busy 2-core machine measured 6 s CPU / 23 s wall against
     0.2 s on one thread: they spin waiting). It changes speed, never the fitted trees."""
     if kind == "logistic_regression":
+        # sklearn is imported where it is used: at module level it put ~0.6 s into every load of
+        # the code location (common/warm_imports loads it during ingestion)
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
         return Pipeline([
             ("log", FunctionTransformer(signed_log1p)),
             ("scale", StandardScaler()),
@@ -72,6 +74,8 @@ class PlattCalibrator:
     """Platt scaling: a logistic regression on the logit of the raw score (monotone, smooth)."""
 
     def fit(self, raw, y):
+        from sklearn.linear_model import LogisticRegression
+
         self.lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
         return self
 
@@ -228,6 +232,8 @@ def _fit_calibrated(kind, X, y, customer_ids, n_folds, seed, method):
     if ok.sum() == 0:
         raise ValueError("too few customers to cross-fit the calibration")
     if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
         calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof[ok], y[ok])
     elif method == "platt":
         calibrator = PlattCalibrator().fit(oof[ok], y[ok])

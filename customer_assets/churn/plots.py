@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 from customer_assets.churn.metrics import reliability_table
 from customer_assets.common.plotting import plt
@@ -12,6 +11,8 @@ LABELS = {"logistic_regression": "logistic regression", "xgboost": "XGBoost"}
 
 
 def roc_figure(y, probs: dict, metrics: dict, title: str):
+    from sklearn.metrics import roc_curve  # here, not at import: see churn/model.make_base_model
+
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for kind, p in probs.items():
         fpr, tpr, _ = roc_curve(y, p)

@@ -9,7 +9,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from customer_assets.common.db import quote_ident, replace_table, resolve_as_of, table_exists
 from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
@@ -49,6 +48,8 @@ def read_features(con, columns=None, optional=()) -> pd.DataFrame:
 def _plain_log_ticks(ax) -> None:
     """Decade labels of log axes as plain numbers (1, 10, 100) instead of mathtext 10^k, whose
     parsing and layout cost more than the rest of a small figure; no minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # matplotlib loads on first use
+
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
