@@ -34,3 +34,18 @@ def test_no_limit_when_fewer_customers_or_zero():
     df = _frame(10, 2)
     assert len(sample_customers(df, 100)) == 20
     assert len(sample_customers(_frame(1000, 1), 0)) == 1000
+
+
+def test_hash_units_are_the_blake2b_definition_cached_or_not():
+    import hashlib
+
+    import numpy as np
+
+    from customer_assets.common import sampling
+
+    ids = ["12345", "A-7", "", "12345", "ü"]
+    expected = [int.from_bytes(hashlib.blake2b(c.encode(), digest_size=8).digest(), "big") / 2.0**64 for c in ids]
+    sampling._UNIT_CACHE.clear()
+    assert np.array_equal(sampling._hash_units(ids), expected)   # computed
+    assert np.array_equal(sampling._hash_units(ids), expected)   # from the cache
+    assert set(sampling._UNIT_CACHE) == set(ids)
