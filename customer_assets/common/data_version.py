@@ -144,11 +144,7 @@ def appended_since(con: duckdb.DuckDBPyConnection, built_from: str, current: Opt
     counts = row_counts(con)
     if built_from == current:
         return Appended((counts[0], counts[0]), (counts[1], counts[1]))
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        f"AND schema_name = '{LOG_SCHEMA}' AND table_name = 'appends'"
-    ).fetchone()[0]
-    if not exists:
+    if not table_exists(con, "appends", schema=LOG_SCHEMA):
         return None
     steps = {
         r[0]: r[1:]

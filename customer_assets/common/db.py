@@ -20,11 +20,13 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
-def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, name: str, schema: str = "main") -> bool:
+    """Looked up in the catalog (a missing table must not fall through to a replacement scan);
+    `schema` for the bookkeeping schemas (feature_base, star_state, ingestion_log)."""
     return (
         con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
-            [name],
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = ?",
+            [name, schema],
         ).fetchone()[0]
         > 0
     )

@@ -50,7 +50,7 @@ import duckdb
 import pandas as pd
 
 from customer_assets.common.data_version import Appended, appended_since, data_fingerprint  # noqa: F401 (re-exported)
-from customer_assets.common.db import table_exists, transaction
+from customer_assets.common.db import is_read_only, table_exists, transaction
 
 FEATURE_COLUMNS = [
     "recency_days",
@@ -288,23 +288,18 @@ class FeatureBase:
     with_returns: bool
 
 
-def _read_only(con) -> bool:
-    return bool(con.execute(
-        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
-
-
 def _base_exists(con, prefix: str) -> bool:
     """Whether the meta table of the base at `prefix` exists (looked up in the catalog: a missing
     table must not fall through to a Python replacement scan)."""
     if prefix.startswith("temp."):
-        where = "database_name = 'temp' AND table_name = 'feature_base_meta'"
-    else:
-        where = f"database_name = current_database() AND schema_name = '{BASE_SCHEMA}' AND table_name = 'meta'"
-    return con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE {where}").fetchone()[0] > 0
+        return con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'temp' AND table_name = 'feature_base_meta'"
+        ).fetchone()[0] > 0
+    return table_exists(con, "meta", schema=BASE_SCHEMA)
 
 
 def _base_prefix(con) -> str:
-    return "temp.main.feature_base_" if _read_only(con) else f"{BASE_SCHEMA}."
+    return "temp.main.feature_base_" if is_read_only(con) else f"{BASE_SCHEMA}."
 
 
 def _row_selects(p: str, src: str, returns_src: str, optional, int_quantity: bool) -> dict:

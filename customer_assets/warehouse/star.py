@@ -316,11 +316,9 @@ def _ensure_state(con) -> None:
 
 def built_from(con, name: str):
     """(fingerprint, version) `name` was last built from, or None."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        f"AND schema_name = '{STATE}' AND table_name = 'built'"
-    ).fetchone()[0]
-    if not exists:
+    from customer_assets.common.db import table_exists
+
+    if not table_exists(con, "built", schema=STATE):
         return None
     return con.execute(f"SELECT fingerprint, version FROM {BUILT} WHERE name = ?", [name]).fetchone()
 
