@@ -85,12 +85,12 @@ def ingest(
     known = {r[0] for r in con.execute("SELECT sha256 FROM ingested_files").fetchall()}
 
     mapping_hash = _mapping_hash(mapping)
-    previous = con.execute("SELECT value FROM ingestion_state WHERE key = 'mapping_hash'").fetchone()
+    previous = read_state(con, "mapping_hash")
     have_clean = table_exists(con, "cleaned_transactions") and table_exists(con, "quarantined_transactions")
     # A warehouse built by an earlier version has files without a recorded money total (and a
     # raw_transactions copy): rebuilding once from the files records it, so the check can pass.
     unrecorded = con.execute("SELECT count(*) FROM ingested_files WHERE money IS NULL").fetchone()[0]
-    rebuild = not (have_clean and previous is not None and previous[0] == mapping_hash) or unrecorded > 0
+    rebuild = not (have_clean and previous == mapping_hash) or unrecorded > 0
 
     if not rebuild:
         # the state an append starts from: derived tables built from it update with the new rows only
@@ -143,7 +143,7 @@ def ingest(
     if rebuild:
         log(f"cleaning {total_rows:,} rows from {len(staged)} file(s)")
         summary.reasons = clean(con, mapping, STAGED_VIEW)
-        con.execute("INSERT OR REPLACE INTO ingestion_state VALUES ('mapping_hash', ?)", [mapping_hash])
+        write_state(con, "mapping_hash", mapping_hash)
     else:
         # The usual weekly case: classify only the new files' rows and append them.
         log(f"cleaning the {len(summary.loaded)} new file(s)")
@@ -210,8 +210,10 @@ def reconciliation(con: duckdb.DuckDBPyConnection) -> dict:
     common/data_version proves the earlier rows are untouched), only the appended rows are checked
     against the new files, and the totals are the verified totals plus theirs: the same verdict,
     without reading every earlier row again."""
-    state = _reconciled_state(con)
-    appended = data_version.appended_since(con, state["fingerprint"]) if state else None
+    stored = read_state(con, "reconciled")
+    state = json.loads(stored) if stored else None
+    current = data_version.data_fingerprint(con)
+    appended = data_version.appended_since(con, state["fingerprint"], current) if state else None
     if appended is not None:
         result = _reconcile_appended(con, state, appended)
     else:
@@ -224,7 +226,7 @@ def reconciliation(con: duckdb.DuckDBPyConnection) -> dict:
         result = _verdict(raw_rows, raw_money, c_rows, c_money, q_rows, q_money, missing, doubled)
         result["rows_checked"] = "every row"
     if result["passed"] and not is_read_only(con):
-        _save_reconciled_state(con, result)
+        _save_reconciled_state(con, result, current)
     return result
 
 
@@ -246,20 +248,25 @@ def _verdict(raw_rows, raw_money, c_rows, c_money, q_rows, q_money, missing, dou
     }
 
 
-def _reconciled_state(con) -> Optional[dict]:
+def read_state(con, key: str) -> Optional[str]:
+    """A value of the ingestion_state key-value table (mapping hash, last passed checks), or None."""
     if not table_exists(con, "ingestion_state"):
         return None
-    row = con.execute("SELECT value FROM ingestion_state WHERE key = 'reconciled'").fetchone()
-    return json.loads(row[0]) if row else None
+    row = con.execute("SELECT value FROM ingestion_state WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
 
 
-def _save_reconciled_state(con, result: dict) -> None:
+def write_state(con, key: str, value: str) -> None:
+    con.execute(STATE_DDL)
+    con.execute("INSERT OR REPLACE INTO ingestion_state VALUES (?, ?)", [key, value])
+
+
+def _save_reconciled_state(con, result: dict, fingerprint: str) -> None:
     shas = [r[0] for r in con.execute("SELECT sha256 FROM ingested_files ORDER BY sha256").fetchall()]
-    state = {"fingerprint": data_version.data_fingerprint(con), "sha256s": shas,
+    state = {"fingerprint": fingerprint, "sha256s": shas,
              "cleaned_rows": result["cleaned_rows"], "quarantined_rows": result["quarantined_rows"],
              "raw_rows": result["raw_rows"], **result["_exact"]}
-    con.execute(STATE_DDL)
-    con.execute("INSERT OR REPLACE INTO ingestion_state VALUES ('reconciled', ?)", [json.dumps(state)])
+    write_state(con, "reconciled", json.dumps(state))
 
 
 def _reconcile_appended(con, state: dict, appended) -> dict:

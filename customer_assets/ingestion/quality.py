@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from customer_assets.common import data_version
-from customer_assets.common.db import is_read_only, table_exists
+from customer_assets.common.db import is_read_only
+from customer_assets.ingestion.pipeline import read_state, write_state
 
 GE_SAMPLE_ROWS = 20_000
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-./]*$"
@@ -62,8 +63,9 @@ def run_quality(con) -> dict:
     exps = expectations(min_date, max_date)
     total = con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0]
     scope, checked, scope_note = "true", total, "every row"
-    passed_at = _passed_fingerprint(con)
-    appended = data_version.appended_since(con, passed_at) if passed_at else None
+    passed_at = read_state(con, "quality_passed")
+    current = data_version.data_fingerprint(con)
+    appended = data_version.appended_since(con, passed_at, current) if passed_at else None
     if appended is not None and appended.cleaned[1] > appended.cleaned[0]:
         scope = appended.where("cleaned_transactions")
         checked = appended.cleaned[1] - appended.cleaned[0]
@@ -91,19 +93,10 @@ def run_quality(con) -> dict:
         r["ge_sample_success"] is not False for r in rows
     )
     if passed and not is_read_only(con):
-        con.execute("CREATE TABLE IF NOT EXISTS ingestion_state (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        con.execute("INSERT OR REPLACE INTO ingestion_state VALUES ('quality_passed', ?)",
-                    [data_version.data_fingerprint(con)])
+        write_state(con, "quality_passed", current)
     return {"passed": passed, "rows": total, "rows_checked": checked, "scope": scope_note,
             "sample_rows": len(sample), "table": table}
 
-
-def _passed_fingerprint(con):
-    """The data fingerprint at the last passed check, or None."""
-    if not table_exists(con, "ingestion_state"):
-        return None
-    row = con.execute("SELECT value FROM ingestion_state WHERE key = 'quality_passed'").fetchone()
-    return row[0] if row else None
 
 
 def _great_expectations(df: pd.DataFrame, min_date, max_date) -> dict:
