@@ -131,9 +131,18 @@ def parsed_select(m: Mapping, types: dict) -> str:
     ])
 
 
-def reason_case(m: Mapping) -> str:
-    """CASE expression giving (reason) in precedence order; NULL means a valid sale line."""
+def reason_case(m: Mapping, present: Optional[dict] = None) -> str:
+    """CASE expression giving (reason) in precedence order; NULL means a valid sale line.
+
+    `present` maps a numeric field to an SQL test equivalent to `{field}_text IS NOT NULL` (default).
+    For a typed (Parquet) column that is the raw column IS NOT NULL: a number cast to text is NULL
+    only when the number is, and testing the column avoids casting every row's number to text."""
     c = m.columns
+    present = present or {}
+
+    def has_text(f):
+        return present.get(f, f"{f}_text IS NOT NULL")
+
     w = []
     w.append(("malformed_line IS NOT NULL", "malformed_row"))
     if m.cancellation_prefix:
@@ -148,9 +157,9 @@ def reason_case(m: Mapping) -> str:
     for f in ("quantity", "unit_price", "line_total", "order_total", "discount"):
         if f in c:
             target = f if f in ("quantity", "unit_price", "discount") else "line_total"
-            bad_num.append(f"({f}_text IS NOT NULL AND {target} IS NULL)")
+            bad_num.append(f"({has_text(f)} AND {target} IS NULL)")
     if m.amount_mode == "quantity_x_price":
-        bad_num.append("quantity_text IS NULL OR unit_price_text IS NULL")
+        bad_num.append(f"NOT ({has_text('quantity')}) OR NOT ({has_text('unit_price')})")
     else:
         bad_num.append("line_total IS NULL")
     w.append((" OR ".join(bad_num), "unparseable_number"))
@@ -224,40 +233,63 @@ def clean(con, mapping: Mapping, staged: str, incremental: bool = False) -> dict
     src_cols = ", ".join(f"{quote_ident(c)} AS {a}" for c, a in src_alias.items())
     raw_json = "json_object(" + ", ".join(
         f"{_sql_str(c)}, CAST({a} AS VARCHAR)" for c, a in src_alias.items()) + ")"
-    # A view, not a table: materializing every parsed row spilled 21 GB at 54M lines; the writes
-    # scan the staged rows again instead (parsing is ~2 CPU s per 10M rows, writing ~10x that), and
-    # only the duplicates are materialized. Per row: parse, first reason, and a 64-bit hash of the
-    # duplicate key for rows that are otherwise valid.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP VIEW __classified AS
-            WITH parsed AS (SELECT {parsed_select(mapping, types)}, {src_cols} FROM {src}),
-            reasoned AS (SELECT *, {reason_case(mapping)} AS first_reason FROM parsed)
+    # For a typed (Parquet) number the "text present" tests of the reason are raw-column NULL tests
+    # (same truth value, no number -> text cast per row; the text is still built for the details).
+    parser = Parser(types)
+    present = {f: f"{src_alias[mapping.columns[f]]} IS NOT NULL" for f in NUMERIC_FIELDS
+               if f in mapping.columns and not parser.is_text(mapping.columns[f])}
+
+    def classified(rel: str) -> str:
+        # Per row: parse, first reason, and a 64-bit hash of the duplicate key for rows that are
+        # otherwise valid.
+        return f"""WITH parsed AS (SELECT {parsed_select(mapping, types)}, {src_cols} FROM {rel}),
+            reasoned AS (SELECT *, {reason_case(mapping, present)} AS first_reason FROM parsed)
             SELECT *, CASE WHEN first_reason IS NULL THEN hash({key}) END AS dup_hash
             FROM reasoned"""
-    )
-    # Duplicates, exactly, in two steps so neither materializes every row: (1) the key hashes that
-    # occur more than once; (2) the full-key window over only the rows with such a hash. In the
+
+    # A view, not a table: materializing every parsed row spilled 21 GB at 54M lines; the writes
+    # scan the staged rows again instead (parsing is ~2 CPU s per 10M rows, writing ~10x that), and
+    # only the duplicates are materialized.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW __classified AS {classified(src)}")
+    # Duplicates, exactly, without materializing every row: (1) one pass keeps the row number and
+    # key hash of each otherwise valid row (16 bytes a row); (2) the key hashes that occur more than
+    # once, and the row numbers carrying them; (3) the full-key window over only the valid rows with
+    # such a hash, parsed again from just the staged rows with such a row number. (The row numbers
+    # of several files overlap: (3) may parse a few rows more, the hash filter drops them.) In the
     # incremental case the rows already cleaned take part too, ranked first (they were loaded first).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE __valid AS
+            SELECT source_row, dup_hash{", order_id" if incremental else ""}
+            FROM __classified WHERE dup_hash IS NOT NULL"""
+    )
     kept_hashes, kept_rows = "", ""
     if incremental:
         # a duplicate has the same order id (part of the key): only the cleaned rows of the new
         # rows' orders need hashing (selecting by customer hashed whole histories: 5 s at N=20)
-        kept = f"""FROM cleaned_transactions
-                   WHERE order_id IN (SELECT order_id FROM __classified WHERE dup_hash IS NOT NULL)"""
-        kept_hashes = f"UNION ALL SELECT hash({key}) AS dup_hash {kept}"
-        kept_rows = f"""UNION ALL BY NAME
-                   SELECT * FROM (SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash {kept})
-                   WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)"""
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE __kept AS
+                SELECT source_file, source_row, 0 AS earlier, {key}, hash({key}) AS dup_hash
+                FROM cleaned_transactions WHERE order_id IN (SELECT order_id FROM __valid)"""
+        )
+        kept_hashes = "UNION ALL SELECT dup_hash FROM __kept"
+        kept_rows = """UNION ALL BY NAME
+                   SELECT * FROM __kept WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)"""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __dup_hashes AS
-            SELECT dup_hash FROM (SELECT dup_hash FROM __classified WHERE dup_hash IS NOT NULL {kept_hashes})
+            SELECT dup_hash FROM (SELECT dup_hash FROM __valid {kept_hashes})
             GROUP BY dup_hash HAVING count(*) > 1"""
     )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE __dup_rows AS
+           SELECT DISTINCT source_row FROM __valid WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)"""
+    )
+    con.execute("DROP TABLE __valid")
+    candidates = f"(SELECT * FROM {src} WHERE source_row IN (SELECT source_row FROM __dup_rows))"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE __duplicates AS
             WITH pool AS (
                 SELECT source_file, source_row, 1 AS earlier, {key}, dup_hash, {", ".join(src_alias.values())}
-                FROM __classified WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)
+                FROM ({classified(candidates)}) WHERE dup_hash IN (SELECT dup_hash FROM __dup_hashes)
                 {kept_rows}),
             ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY earlier, source_file, source_row) AS rn
@@ -297,8 +329,8 @@ def clean(con, mapping: Mapping, staged: str, incremental: bool = False) -> dict
     if fsst_off:
         con.execute("RESET disabled_compression_methods")
     con.execute("DROP VIEW __classified")
-    con.execute("DROP TABLE __duplicates")
-    con.execute("DROP TABLE __dup_hashes")
+    for t in ("__duplicates", "__dup_hashes", "__dup_rows", "__kept"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
     rows = con.execute(
         "SELECT reason, count(*) FROM quarantined_transactions GROUP BY reason ORDER BY count(*) DESC"
     ).fetchall()
