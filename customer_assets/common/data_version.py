@@ -23,6 +23,8 @@ The log lives in schema `ingestion_log` (not in `main`, where every table is an 
 from __future__ import annotations
 
 import hashlib
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -59,9 +61,58 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str):
 
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """Fingerprint of the cleaned and quarantined transactions (what every derived table reads)."""
+    """Fingerprint of the cleaned and quarantined transactions (what every derived table reads).
+
+    During a run (`kept_for_run`) it is computed once per database and kept until ingestion
+    writes the transactions (`forget_fingerprints`): a dozen steps ask for it, and each
+    computation reads the storage layout of both tables (0.1-0.3 s at 10M lines)."""
+    key = _database_key(con) if _KEPT["runs"] else None
+    if key is not None:
+        with _KEPT_LOCK:
+            if key in _KEPT["values"]:
+                return _KEPT["values"][key]
+    fingerprint = _compute_fingerprint(con)
+    if key is not None:
+        with _KEPT_LOCK:
+            if _KEPT["runs"]:
+                _KEPT["values"][key] = fingerprint
+    return fingerprint
+
+
+def _compute_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     parts = tuple(table_fingerprint(con, t) for t in TABLES)
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+# Run-scoped fingerprints: {"runs": runs in progress in this process, "values": {database path: fingerprint}}
+_KEPT: dict = {"runs": 0, "values": {}}
+_KEPT_LOCK = threading.Lock()
+
+
+@contextmanager
+def kept_for_run():
+    """While a run executes (the warehouse resource holds this from its setup to its teardown), the
+    transactions change only where ingestion writes them, and ingestion calls `forget_fingerprints`."""
+    with _KEPT_LOCK:
+        _KEPT["runs"] += 1
+    try:
+        yield
+    finally:
+        with _KEPT_LOCK:
+            _KEPT["runs"] -= 1
+            if not _KEPT["runs"]:
+                _KEPT["values"].clear()
+
+
+def forget_fingerprints() -> None:
+    with _KEPT_LOCK:
+        _KEPT["values"].clear()
+
+
+def _database_key(con: duckdb.DuckDBPyConnection) -> Optional[str]:
+    """The database file of `con` (None in memory: nothing is kept)."""
+    path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    return path or None
 
 
 @dataclass(frozen=True)
@@ -91,6 +142,7 @@ def record_append(con: duckdb.DuckDBPyConnection, before: str, counts_before: tu
     the current state; returns the new fingerprint. Called by ingestion after an incremental load,
     outside any transaction: it checkpoints first, so the fingerprint recorded is the stable,
     layout-based one that later steps (new connections) compute too."""
+    forget_fingerprints()  # the transactions were just written
     after = _settled_fingerprint(con)
     counts_after = row_counts(con)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LOG_SCHEMA}")
@@ -121,10 +173,10 @@ def _settled_fingerprint(con: duckdb.DuckDBPyConnection, attempts: int = 4) -> s
     connection's close would have done), and the fingerprint recorded must be the one later
     steps see."""
     con.execute("CHECKPOINT")
-    fingerprint = data_fingerprint(con)
+    fingerprint = _compute_fingerprint(con)
     for _ in range(attempts - 1):
         con.execute("CHECKPOINT")
-        again = data_fingerprint(con)
+        again = _compute_fingerprint(con)
         if again == fingerprint:
             break
         fingerprint = again
@@ -133,6 +185,7 @@ def _settled_fingerprint(con: duckdb.DuckDBPyConnection, attempts: int = 4) -> s
 
 def clear_log(con: duckdb.DuckDBPyConnection) -> None:
     """Forget every recorded append (ingestion rebuilt the tables: no old state leads here by appends)."""
+    forget_fingerprints()
     con.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
 
 

@@ -111,3 +111,26 @@ def test_the_fingerprint_logged_is_the_one_the_next_connection_sees(tmp_path):
     b_rows = run(lambda c: c.execute(
         "SELECT count(*) FROM cleaned_transactions WHERE source_file LIKE '%b.parquet'").fetchone()[0])
     assert b_rows > 200_000 and appended.cleaned[1] - appended.cleaned[0] == b_rows
+
+
+def test_during_a_run_the_fingerprint_is_kept_until_ingestion_writes(tmp_path):
+    from customer_assets.common.data_version import forget_fingerprints, kept_for_run
+
+    con, load, m = _setup(tmp_path)
+    with kept_for_run():
+        fp1 = load("w1.csv", WEEK1)  # a rebuild: ingestion forgets what was kept
+        assert data_fingerprint(con) == fp1
+        # a write that is not ingestion's is not seen while the run lasts (only ingestion writes
+        # the transactions during a run) ...
+        con.execute("UPDATE cleaned_transactions SET quantity = quantity + 1")
+        assert data_fingerprint(con) == fp1
+        forget_fingerprints()
+        changed = data_fingerprint(con)
+        assert changed != fp1
+        # ... and an incremental ingest is seen at once
+        fp2 = load("w2.csv", WEEK2)
+        assert fp2 != changed
+        assert data_fingerprint(con) == fp2
+    # outside a run every call looks at the tables
+    con.execute("UPDATE cleaned_transactions SET quantity = quantity + 1")
+    assert data_fingerprint(con) != fp2
