@@ -1,13 +1,14 @@
 """The one Definitions object of the code location.
 
 Each stage package exposes ASSETS and CHECKS; automation.py holds jobs, schedules and sensors.
-Runs use the in-process executor: every asset shares the single-slot DuckDB pool anyway, so
-separate step processes would only add start-up time (see issue 9's measurements in the README).
+Runs execute in one process (DuckDB admits one writing process), two independent steps at a time
+in threads: see executor.py.
 """
 
 import dagster as dg
 
 from customer_assets.automation import JOBS, SCHEDULES, SENSORS
+from customer_assets.executor import threaded_in_process_executor
 from customer_assets.resources import build_resources
 from customer_assets.stages import STAGES
 
@@ -18,5 +19,5 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=build_resources(),
-    executor=dg.in_process_executor,
+    executor=threaded_in_process_executor,
 )

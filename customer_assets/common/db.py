@@ -7,6 +7,7 @@ transaction, so a crash mid-asset leaves the last good table in place.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from contextlib import contextmanager
 from typing import Optional
 
@@ -30,6 +31,22 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str, schema: str = "main"
         ).fetchone()[0]
         > 0
     )
+
+
+_STATE_LOCKS: dict = {}
+_STATE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def shared_state(name: str):
+    """Hold the process-wide lock of the shared bookkeeping state `name` (the feature base, the star
+    intermediates, the model registry): steps that run at once in threads (executor.py) and would
+    both build or update it otherwise collide in DuckDB ("write-write conflict"). The second one
+    waits, then finds the state up to date. Re-entrant."""
+    with _STATE_LOCKS_GUARD:
+        lock = _STATE_LOCKS.setdefault(name, threading.RLock())
+    with lock:
+        yield
 
 
 def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:

@@ -47,6 +47,9 @@ def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
     figure, the figure is drawn once on that same renderer (text sizes cached) and the image
     cropped to the box; a box reaching outside the figure (labels wider than the margin) is saved
     with that explicit box. Same picture, up to the sub-pixel position of the crop."""
+    from customer_assets.common.plotting import hold_matplotlib
+
+    hold_matplotlib()  # matplotlib is not thread-safe: see common/plotting
     import matplotlib as mpl
     import matplotlib.pyplot as plt
     import numpy as np

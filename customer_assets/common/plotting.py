@@ -8,6 +8,33 @@ common/warm_imports has usually loaded it already, during ingestion.
 """
 
 import importlib
+import threading
+
+# matplotlib is not thread-safe even across separate figures: font objects, text-size caches and the
+# mathtext parser are shared (two steps drawing at once broke a tick label's mathtext parse). Steps
+# that run at once in threads (executor.py) therefore take turns: a step's first use of matplotlib
+# through this module (or common.metadata's PNG rendering) takes this lock, and the step keeps it
+# until it ends (the executor calls `release_held` when the step's thread finishes), so one step's
+# figures are finished before another step draws. Most steps draw at their end, after their queries.
+_LOCK = threading.RLock()
+_HELD = threading.local()
+LOCK_TIMEOUT_S = 1800
+
+
+def hold_matplotlib() -> None:
+    """Take matplotlib for the current thread (once; kept until `release_held`)."""
+    if getattr(_HELD, "held", False):
+        return
+    if not _LOCK.acquire(timeout=LOCK_TIMEOUT_S):
+        raise RuntimeError(f"matplotlib was held by another step for {LOCK_TIMEOUT_S} s: is a step stuck while drawing?")
+    _HELD.held = True
+
+
+def release_held() -> None:
+    """Give matplotlib back if the current thread holds it (the executor, at the end of a step)."""
+    if getattr(_HELD, "held", False):
+        _HELD.held = False
+        _LOCK.release()
 
 
 class _Pyplot:
@@ -16,6 +43,7 @@ class _Pyplot:
     _module = None
 
     def __getattr__(self, name):
+        hold_matplotlib()
         module = type(self)._module
         if module is None:
             module = type(self)._module = importlib.import_module("customer_assets.common._pyplot").pyplot
@@ -27,4 +55,4 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__all__ = ["plt"]
+__all__ = ["plt", "hold_matplotlib", "release_held"]

@@ -50,7 +50,7 @@ import duckdb
 import pandas as pd
 
 from customer_assets.common.data_version import Appended, appended_since, data_fingerprint  # noqa: F401 (re-exported)
-from customer_assets.common.db import is_read_only, table_exists, transaction
+from customer_assets.common.db import is_read_only, shared_state, table_exists, transaction
 
 FEATURE_COLUMNS = [
     "recency_days",
@@ -557,7 +557,13 @@ def _apply_appended(con, p: str, meta: dict, appended: Appended, fingerprint: st
 def ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     """The compact base tables for the current data: reused when built from it, updated from the
     appended rows only when the data is the data they were built from plus incremental appends
-    (`common.data_version.appended_since`), else (re)built."""
+    (`common.data_version.appended_since`), else (re)built. One step at a time in this process
+    (steps run in threads, executor.py): a second caller finds the base up to date."""
+    with shared_state("feature_base"):
+        return _ensure_feature_base(con)
+
+
+def _ensure_feature_base(con: duckdb.DuckDBPyConnection) -> FeatureBase:
     if not table_exists(con, "cleaned_transactions"):
         raise ValueError("cleaned_transactions does not exist: materialize the ingestion stage first")
     p = _base_prefix(con)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import duckdb
 import joblib
 
-from customer_assets.common.db import transaction
+from customer_assets.common.db import shared_state, transaction
 
 REGISTRY_DDL = """
 CREATE TABLE IF NOT EXISTS model_registry (
@@ -73,11 +73,12 @@ class LoadedModel:
 def ensure_registry(con: duckdb.DuckDBPyConnection) -> None:
     # Check first: readers (scoring, the report) may hold a read-only connection, where even
     # CREATE TABLE IF NOT EXISTS is refused.
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'model_registry'"
-    ).fetchone()[0]
-    if not exists:
-        con.execute(REGISTRY_DDL)
+    with shared_state("model_registry"):
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'model_registry'"
+        ).fetchone()[0]
+        if not exists:
+            con.execute(REGISTRY_DDL)
 
 
 def sha256_file(path: Path) -> str:
@@ -147,6 +148,16 @@ def register_model(
     if its evaluation window is the same; otherwise the gate cannot compare and the new model
     is promoted with a message that says so.
     """
+    # one registration at a time in this process (training steps run in threads, executor.py):
+    # the version number and the champion swap must not interleave
+    with shared_state("model_registry"):
+        return _register(con, models_dir, name, artifact, metrics, features, selection_metric, train_window,
+                         eval_window, reason, higher_is_better, tolerance, champion_metric_same_window,
+                         reference_distribution)
+
+
+def _register(con, models_dir, name, artifact, metrics, features, selection_metric, train_window, eval_window,
+              reason, higher_is_better, tolerance, champion_metric_same_window, reference_distribution):
     ensure_registry(con)
     version = con.execute(
         "SELECT coalesce(max(version), 0) + 1 FROM model_registry WHERE name = ?", [name]

@@ -309,9 +309,12 @@ _AFFECTED = " WHERE customer_id IN (SELECT customer_id FROM __star_affected)"
 
 
 def _ensure_state(con) -> None:
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE}")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {BUILT} (name VARCHAR, fingerprint VARCHAR, version VARCHAR, "
-                "built_at TIMESTAMP DEFAULT now())")
+    from customer_assets.common.db import shared_state
+
+    with shared_state("star_state"):  # two steps creating the schema at once would collide
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE}")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {BUILT} (name VARCHAR, fingerprint VARCHAR, version VARCHAR, "
+                    "built_at TIMESTAMP DEFAULT now())")
 
 
 def built_from(con, name: str):
@@ -456,7 +459,15 @@ def _apply_appended(con, appended) -> None:
 
 def sync_intermediates(con, current: str) -> str:
     """Bring star_state's intermediates to the data with fingerprint `current`; returns how:
-    'same', 'appended' or 'rebuilt'."""
+    'same', 'appended' or 'rebuilt'. The star steps share them and may run at once (executor.py):
+    one brings them up to date, the others wait and find them so."""
+    from customer_assets.common.db import shared_state
+
+    with shared_state("star_state"):
+        return _sync_intermediates(con, current)
+
+
+def _sync_intermediates(con, current: str) -> str:
     from customer_assets.common.db import transaction
 
     _ensure_state(con)

@@ -1,0 +1,244 @@
+"""An in-process executor that runs up to N independent steps at once, in threads.
+
+Why: every step works on the one DuckDB file, and DuckDB admits one writing *process*: separate step
+processes (the multiprocess executor) would queue on the file lock and pay a Python start-up each.
+Within one process, though, any number of connections share the database, and most of a step's time
+is spent where Python's GIL is released (DuckDB queries, numpy, xgboost). The plain in-process
+executor runs the steps one after the other and leaves the second core idle while, say, the churn
+model trains and the star schema is rebuilt. This one runs `max_concurrent` ready steps at a time
+(default: 2, or the number of CPUs if fewer), each in its own thread, with Dagster's own step
+machinery (events, retries, asset checks, hooks) unchanged; the main thread hands out steps in the
+plan's order and forwards their events.
+
+The `duckdb` pool (one slot) still keeps *other* runs, i.e. other processes, off the file: the first
+step of this run that needs the pool claims the slot and the run keeps it until it ends; its steps
+share the claim (in one process they are one writer to DuckDB).
+
+A terminated run (Ctrl+C, "Terminate" in the UI) stops handing out steps and interrupts the
+running ones where their Python code next runs (a DuckDB query in progress finishes first).
+"""
+
+import ctypes
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.compute_logs import create_compute_log_file_key
+from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan.execute_plan import _trigger_hook, dagster_event_sequence_for_step
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.executor.base import Executor
+from dagster._utils.error import serializable_error_info_from_exc_info
+
+from customer_assets.common.plotting import release_held
+
+_DONE = object()  # a step thread's last message
+
+
+class SharedPoolClaims(InstanceConcurrencyContext):
+    """Pool claims made once per run: the first step that needs a pool claims its slot in the
+    instance, and the run keeps it until it ends; its other steps (running beside it or after it)
+    use that claim. Other runs' steps wait for the slot as before: one run writes the warehouse at a
+    time, and a run pays one claim instead of a claim and a release per step."""
+
+    def __init__(self, instance, dagster_run):
+        super().__init__(instance, dagster_run)
+        self._lock = threading.Lock()
+        self._owner: dict = {}        # pool -> the step key the run's slot was claimed under
+
+    def claim(self, concurrency_key: str, step_key: str, step_priority: int = 0) -> bool:
+        with self._lock:
+            if concurrency_key in self._owner:
+                return True
+            if not super().claim(concurrency_key, step_key, step_priority):
+                return False
+            self._owner[concurrency_key] = step_key
+            return True
+
+    def free_step(self, step_key) -> None:
+        """A step ended: the run's slots stay claimed until the run ends (`__exit__`)."""
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        with self._lock:
+            owners, self._owner = list(self._owner.values()), {}
+        for step_key in owners:
+            super().free_step(step_key)
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+class ThreadedInProcessExecutor(Executor):
+    def __init__(self, retries: RetryMode, max_concurrent: int):
+        self._retries = retries
+        self.max_concurrent = max(1, int(max_concurrent))
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._retries
+
+    def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+        yield DagsterEvent.engine_event(
+            plan_context,
+            f"Executing steps in process (pid: {os.getpid()}), up to {self.max_concurrent} at a time in threads",
+            event_specific_data=EngineEventData.in_process(os.getpid(), execution_plan.step_keys_to_execute),
+        )
+        yield from iter(
+            ExecuteRunWithPlanIterable(
+                execution_plan=plan_context.execution_plan,
+                iterator=self._iterator,
+                execution_context_manager=PlanExecutionContextManager(
+                    job=plan_context.job,
+                    retry_mode=plan_context.retry_mode,
+                    execution_plan=plan_context.execution_plan,
+                    run_config=plan_context.run_config,
+                    dagster_run=plan_context.dagster_run,
+                    instance=plan_context.instance,
+                    raise_on_error=plan_context.raise_on_error,
+                    output_capture=plan_context.output_capture,
+                ),
+            )
+        )
+
+    def _iterator(self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+        with ExitStack() as stack:
+            claims = stack.enter_context(SharedPoolClaims(job_context.instance, job_context.dagster_run))
+            active = stack.enter_context(execution_plan.start(
+                retry_mode=job_context.retry_mode,
+                sort_key_fn=critical_path_first(execution_plan),
+                max_concurrent=self.max_concurrent,
+                instance_concurrency_context=claims,
+                step_dependency_config=job_context.step_dependency_config,
+            ))
+            compute_logs = job_context.instance.compute_log_manager
+            step_keys = [step.key for step in execution_plan.get_steps_to_execute_in_topo_order()]
+            log_key = compute_logs.build_log_key_for_run(job_context.run_id, create_compute_log_file_key())
+            log_context = stack.enter_context(compute_logs.capture_logs(log_key))
+            yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+            yield from self._run_steps(job_context, active)
+
+    def _run_steps(self, job_context: PlanExecutionContext, active) -> Iterator[DagsterEvent]:
+        release_held()  # if this thread drew before the run (a test, a notebook), the steps may draw now
+        events: queue.Queue = queue.Queue()
+        running: dict = {}   # step key -> (thread, step context, events of the step so far)
+        stopping = False
+        while (not stopping and not active.is_complete) or running:
+            if active.check_for_interrupts() and not stopping:
+                stopping = True
+                active.mark_interrupted()
+                yield DagsterEvent.engine_event(
+                    job_context, "Run terminated: no new step starts; interrupting the running ones",
+                    EngineEventData.interrupted(list(running)),
+                )
+                for thread, _, _ in running.values():
+                    _interrupt(thread)
+            if not stopping:
+                for step in active.get_steps_to_execute(limit=self.max_concurrent - len(running)):
+                    step_context = job_context.for_step(step, active.get_known_state())
+                    thread = threading.Thread(
+                        target=_run_step, args=(step.key, step_context, events),
+                        name=f"step:{step.key}", daemon=True,
+                    )
+                    running[step.key] = (thread, step_context, [])
+                    thread.start()
+                yield from active.concurrency_event_iterator(job_context)
+            if not running:
+                if not active.is_complete and not stopping:
+                    active.sleep_til_ready()  # waiting for a pool slot held by another run
+                continue
+            try:
+                key, event = events.get(timeout=0.5)
+            except queue.Empty:
+                continue  # look for interrupts again
+            if event is _DONE:
+                thread, step_context, step_events = running.pop(key)
+                thread.join()
+                active.verify_complete(job_context, key)
+                for plan_event in active.plan_events_iterator(job_context):
+                    step_events.append(plan_event)
+                    yield plan_event
+                yield from _trigger_hook(step_context, step_events)
+            elif isinstance(event, BaseException):
+                # a failure outside Dagster's own step error handling: fail the step, keep the run going
+                _, step_context, step_events = running[key]
+                error = serializable_error_info_from_exc_info((type(event), event, event.__traceback__))
+                failure = self.log_failure_or_retry_event_after_error(step_context, error, active.get_known_state())
+                step_events.append(failure)
+                yield failure
+                active.handle_event(failure)
+            else:
+                running[key][2].append(event)
+                yield event
+                active.handle_event(event)
+
+
+def critical_path_first(execution_plan: ExecutionPlan):
+    """Sort key for ready steps: the `dagster/priority` tag first (as Dagster's executors), then the
+    step with the longest chain of steps after it: starting the long chain early keeps the second
+    thread busy with the short side branches instead of leaving the long chain for the end."""
+    steps = execution_plan.get_steps_to_execute_in_topo_order()
+    children: dict = {step.key: [] for step in steps}
+    for step in steps:
+        for parent in step.get_execution_dependency_keys():
+            children.setdefault(parent, []).append(step.key)
+    height: dict = {}
+    for step in reversed(steps):  # children before parents
+        height[step.key] = 1 + max((height.get(c, 0) for c in children[step.key]), default=0)
+
+    def key(step) -> float:
+        try:
+            priority = int(step.tags.get("dagster/priority", 0))
+        except ValueError:
+            priority = 0
+        return -priority * 10_000 - height.get(step.key, 0)
+
+    return key
+
+
+def _run_step(key: str, step_context, events: queue.Queue) -> None:
+    try:
+        for event in dagster_event_sequence_for_step(step_context):
+            events.put((key, event))
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which fails the step
+        events.put((key, exc))
+    finally:
+        release_held()  # matplotlib, if the step drew (common/plotting)
+        events.put((key, _DONE))
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise DagsterExecutionInterruptedError in `thread` where it next runs Python code."""
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(DagsterExecutionInterruptedError)
+        )
+
+
+def default_max_concurrent() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dg.executor(
+    name="in_process_threads",
+    config_schema={
+        "retries": get_retries_config(),
+        "max_concurrent": dg.Field(
+            int, is_required=False,
+            description="Steps run at once, each in a thread of the run's process (default: 2, or 1 on one CPU).",
+        ),
+    },
+)
+def threaded_in_process_executor(init_context) -> ThreadedInProcessExecutor:
+    """Runs every step in the run's process, up to `max_concurrent` independent steps at a time."""
+    config = init_context.executor_config
+    return ThreadedInProcessExecutor(
+        retries=RetryMode.from_config(config["retries"]),
+        max_concurrent=config.get("max_concurrent") or default_max_concurrent(),
+    )

@@ -1,0 +1,131 @@
+"""The threaded in-process executor: independent steps run at the same time, failures and skips
+behave as in Dagster's own executors, and the pool slot is shared by the run's steps and freed."""
+
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from customer_assets.executor import critical_path_first, threaded_in_process_executor
+
+# Two steps that can only both finish when they run at the same time: each waits for the other.
+_BARRIER = threading.Barrier(2, timeout=20)
+_SEEN_THREADS: set = set()
+
+
+@dg.asset(pool="duckdb")
+def source_table():
+    return 1
+
+
+@dg.asset(pool="duckdb")
+def left(source_table):
+    _SEEN_THREADS.add(threading.current_thread().name)
+    _BARRIER.wait()
+    return source_table + 1
+
+
+@dg.asset(pool="duckdb")
+def right(source_table):
+    _SEEN_THREADS.add(threading.current_thread().name)
+    _BARRIER.wait()
+    return source_table + 2
+
+
+@dg.asset(pool="duckdb")
+def joined(left, right):
+    return left + right
+
+
+@dg.asset
+def broken(source_table):
+    raise ValueError("this step fails on purpose")
+
+
+@dg.asset
+def after_broken(broken):
+    return broken
+
+
+@dg.asset
+def slow_sibling(source_table):
+    time.sleep(0.2)
+    return source_table
+
+
+def concurrent_job():
+    return dg.Definitions(
+        assets=[source_table, left, right, joined], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("concurrent", selection="*")],
+    ).resolve_job_def("concurrent")
+
+
+def failing_job():
+    return dg.Definitions(
+        assets=[source_table, broken, after_broken, slow_sibling], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("failing", selection="*")],
+    ).resolve_job_def("failing")
+
+
+def serial_job():
+    return dg.Definitions(
+        assets=[source_table, broken, after_broken, slow_sibling], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("serial", selection="*",
+                                  config={"execution": {"config": {"max_concurrent": 1}}})],
+    ).resolve_job_def("serial")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(
+        temp_dir=str(tmp_path), overrides={"concurrency": {"pools": {"default_limit": 1}}}
+    ) as inst:
+        yield inst
+
+
+def _step_events(result, event_type):
+    return {e.step_key for e in result.all_events if e.event_type_value == event_type}
+
+
+def test_independent_steps_run_at_the_same_time_and_share_the_pool_slot(instance):
+    _SEEN_THREADS.clear()
+    with dg.execute_job(dg.reconstructable(concurrent_job), instance=instance) as result:
+        assert result.success  # left and right passed the barrier: they ran at once
+        assert _step_events(result, "STEP_SUCCESS") == {"source_table", "left", "right", "joined"}
+    assert len(_SEEN_THREADS) == 2  # in two threads
+    # the one-slot pool did not keep them apart (same run, same process) and is free again
+    pool = instance.event_log_storage.get_concurrency_info("duckdb")
+    assert pool.slot_count == 1
+    assert pool.active_slot_count == 0 and pool.pending_step_count == 0
+
+
+def test_a_failed_step_fails_the_run_skips_its_children_and_lets_the_others_finish(instance):
+    with dg.execute_job(dg.reconstructable(failing_job), instance=instance, raise_on_error=False) as result:
+        assert not result.success
+        assert _step_events(result, "STEP_FAILURE") == {"broken"}
+        assert _step_events(result, "STEP_SUCCESS") == {"source_table", "slow_sibling"}
+        assert "after_broken" not in _step_events(result, "STEP_START")  # never ran: its input failed
+        failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "this step fails on purpose" in str(failure.step_failure_data.error)
+
+
+def test_max_concurrent_1_runs_steps_one_after_the_other(instance):
+    with dg.execute_job(dg.reconstructable(serial_job), instance=instance, raise_on_error=False) as result:
+        starts = [e for e in result.all_events if e.event_type_value in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE")]
+        in_flight, most = 0, 0
+        for e in starts:
+            in_flight += 1 if e.event_type_value == "STEP_START" else -1
+            most = max(most, in_flight)
+        assert most == 1
+
+
+def test_the_longest_chain_starts_first():
+    from dagster._core.execution.api import create_execution_plan
+
+    plan = create_execution_plan(failing_job())
+    key = critical_path_first(plan)
+    order = [s.key for s in sorted(plan.get_steps_to_execute_in_topo_order(), key=key)]
+    assert order[0] == "source_table"
+    # broken -> after_broken is a chain of two; slow_sibling is alone
+    assert order.index("broken") < order.index("slow_sibling")
