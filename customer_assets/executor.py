@@ -166,8 +166,10 @@ class ThreadedInProcessExecutor(Executor):
                     yield plan_event
                 yield from _trigger_hook(step_context, step_events)
             elif isinstance(event, BaseException):
-                # a failure outside Dagster's own step error handling: fail the step, keep the run going
                 _, step_context, step_events = running[key]
+                if any(e.is_step_failure or e.is_step_success or e.is_step_up_for_retry for e in step_events):
+                    continue  # the step's outcome is known (an interrupted step re-raises after its failure)
+                # a failure outside Dagster's own step error handling: fail the step, keep the run going
                 error = serializable_error_info_from_exc_info((type(event), event, event.__traceback__))
                 failure = self.log_failure_or_retry_event_after_error(step_context, error, active.get_known_state())
                 step_events.append(failure)

@@ -1,6 +1,8 @@
 """The threaded in-process executor: independent steps run at the same time, failures and skips
 behave as in Dagster's own executors, and the pool slot is shared by the run's steps and freed."""
 
+import os
+import signal
 import threading
 import time
 
@@ -52,6 +54,29 @@ def after_broken(broken):
 def slow_sibling(source_table):
     time.sleep(0.2)
     return source_table
+
+
+_SLEEPER_STARTED = threading.Event()
+
+
+@dg.asset
+def sleeper(source_table):
+    _SLEEPER_STARTED.set()
+    for _ in range(600):  # 30 s unless interrupted
+        time.sleep(0.05)
+    return source_table
+
+
+@dg.asset
+def after_sleeper(sleeper):
+    return sleeper
+
+
+def interruptible_job():
+    return dg.Definitions(
+        assets=[source_table, sleeper, after_sleeper], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("interruptible", selection="*")],
+    ).resolve_job_def("interruptible")
 
 
 def concurrent_job():
@@ -129,3 +154,19 @@ def test_the_longest_chain_starts_first():
     assert order[0] == "source_table"
     # broken -> after_broken is a chain of two; slow_sibling is alone
     assert order.index("broken") < order.index("slow_sibling")
+
+
+def test_a_terminated_run_interrupts_its_running_step_and_starts_no_other(instance):
+    _SLEEPER_STARTED.clear()
+
+    def terminate():  # as the UI's "Terminate" or Ctrl+C: SIGINT to the run's process
+        if _SLEEPER_STARTED.wait(20):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=terminate, daemon=True).start()
+    started = time.monotonic()
+    with dg.execute_job(dg.reconstructable(interruptible_job), instance=instance, raise_on_error=False) as result:
+        assert not result.success
+        assert time.monotonic() - started < 15  # the 30 s step was cut short
+        assert _step_events(result, "STEP_FAILURE") == {"sleeper"}
+        assert "after_sleeper" not in _step_events(result, "STEP_START")
