@@ -19,7 +19,7 @@ from customer_assets.customers.features import (
     FEATURE_COLUMNS,
     OPTIONAL_FEATURES,
     ensure_feature_base,
-    fast_features_sql,
+    write_customer_features,
 )
 from customer_assets.registry import current_champion, register_model
 from customer_assets.resources import ModelStore
@@ -73,12 +73,13 @@ def snapshot_of(features: pd.DataFrame):
 def customer_features(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         as_of = resolve_as_of(con, settings.as_of_date())
-        base = ensure_feature_base(con)
-        replace_table(con, "customer_features", fast_features_sql(base, as_of))
+        # the frame the table is written from: computed once per run for this table and for the steps
+        # that read the features at as_of (churn_scores, customer_ltv, drift_report), in either order
+        frame, base = write_customer_features(con, "customer_features", as_of)
         optional = list(base.optional)
         cols = FEATURE_COLUMNS + optional
         # the numeric features only (the summary and plots need nothing else), in table order
-        df = con.execute(f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM customer_features").df()
+        df = frame[cols]
         skipped = {
             name: f"needs {', '.join(fields)} (not mapped / all empty)"
             for name, fields in OPTIONAL_FEATURES.items() if name not in optional

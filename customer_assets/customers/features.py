@@ -42,6 +42,7 @@ import datetime as dt
 import hashlib
 import inspect
 import json
+import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -683,22 +684,53 @@ def compute_customer_features(con: duckdb.DuckDBPyConnection, snapshot_date) -> 
     Results are cached in-process (see `_cache_key`): churn, LTV, drift and scoring ask for the same
     snapshots of the same data within one run.
     """
+    return _cached_features(con, snapshot_date)[0].copy()
+
+
+def write_customer_features(con: duckdb.DuckDBPyConnection, table: str, snapshot_date):
+    """Replace `table` with the features at `snapshot_date` (the rows and column types of
+    `fast_features_sql`, i.e. `CREATE TABLE AS` the query) from the in-process cache: a run computes
+    the snapshot once for this table and the steps that read the frame (churn scoring, LTV, drift).
+    Returns (frame, base): the frame is the cached one, not a copy (read it, do not modify it)."""
+    from customer_assets.common.db import quote_ident, replace_table
+
+    df, types, base = _cached_features(con, snapshot_date)
+    # back to the query's types: DATE comes back from pandas as TIMESTAMP otherwise (NULL and NaN of
+    # a DOUBLE column both read back as NULL; the features are never NULL)
+    rel = con.from_df(df).project(", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}"
+                                            for c, t in types.items()))
+    replace_table(con, table, rel)
+    return df, base
+
+
+_FEATURE_CACHE: "OrderedDict" = OrderedDict()   # key -> (frame, {column: DuckDB type}); never modified
+_FEATURE_CACHE_SIZE = 16
+# steps run two at a time in threads of one process (executor.py): every access to the cache holds this
+_FEATURE_CACHE_LOCK = threading.Lock()
+
+
+def _cached_features(con: duckdb.DuckDBPyConnection, snapshot_date) -> tuple:
+    """(frame, {column: DuckDB type}, base) of the features at `snapshot_date`; the frame is the
+    cached object itself (callers copy it before handing it out)."""
     base = ensure_feature_base(con)
     query = fast_features_sql(base, snapshot_date)
     key = _cache_key(con, base, query)
-    if key is not None and key in _FEATURE_CACHE:
-        _FEATURE_CACHE.move_to_end(key)
-        return _FEATURE_CACHE[key].copy()
-    df = con.execute(query).df()
     if key is not None:
-        _FEATURE_CACHE[key] = df.copy()
-        while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
-            _FEATURE_CACHE.popitem(last=False)
-    return df
-
-
-_FEATURE_CACHE: "OrderedDict" = OrderedDict()
-_FEATURE_CACHE_SIZE = 16
+        with _FEATURE_CACHE_LOCK:
+            hit = _FEATURE_CACHE.get(key)
+            if hit is not None:
+                _FEATURE_CACHE.move_to_end(key)
+                return (*hit, base)
+    cur = con.execute(query)
+    types = {d[0]: str(d[1]) for d in cur.description}
+    df = cur.df()
+    if key is not None:
+        with _FEATURE_CACHE_LOCK:
+            _FEATURE_CACHE[key] = (df, types)
+            _FEATURE_CACHE.move_to_end(key)
+            while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+                _FEATURE_CACHE.popitem(last=False)
+    return df, types, base
 
 
 def _cache_key(con: duckdb.DuckDBPyConnection, base: FeatureBase, query: str):

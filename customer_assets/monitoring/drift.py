@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import importlib
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -181,6 +182,7 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
 # labels and the predictions.
 _MATURED: "OrderedDict" = OrderedDict()
 _MATURED_SIZE = 4
+_MATURED_LOCK = threading.Lock()  # steps may run at once in threads of one process (executor.py)
 
 
 def matured_window_scores(con, loaded, snapshot: dt.date, horizon_days: int,
@@ -202,8 +204,10 @@ def matured_window_scores(con, loaded, snapshot: dt.date, horizon_days: int,
         if path:
             key = (path, data_version(con), snapshot, int(horizon_days), int(loaded.version),
                    loaded.row.get("artifact_sha256"))
-            if key in _MATURED:
-                df, p = _MATURED[key]
+            with _MATURED_LOCK:
+                hit = _MATURED.get(key)
+            if hit is not None:
+                df, p = hit
                 return df.copy(), (None if p is None else p.copy())
     X = feature_frame(con, snapshot)
     y = labels(con, snapshot, horizon_days)
@@ -214,9 +218,10 @@ def matured_window_scores(con, loaded, snapshot: dt.date, horizon_days: int,
     if len(df) and not [f for f in features if f not in df.columns]:
         p = art["pipeline"].predict_proba(df[features].astype(float))[:, 1]
     if key is not None:
-        _MATURED[key] = (df.copy(), None if p is None else p.copy())
-        while len(_MATURED) > _MATURED_SIZE:
-            _MATURED.popitem(last=False)
+        with _MATURED_LOCK:
+            _MATURED[key] = (df.copy(), None if p is None else p.copy())
+            while len(_MATURED) > _MATURED_SIZE:
+                _MATURED.popitem(last=False)
     return df, p
 
 
