@@ -37,9 +37,9 @@ def markdown(run: dict, top: int) -> str:
     if rest:
         lines.append(f"| {len(rest)} other steps | {sum(s['seconds'] for s in rest):.1f} | "
                      f"{sum(s.get('cpu_s') or 0 for s in rest):.1f} | |")
-    lines += [
-        f"| before/after steps (CLI start, code location import, run setup) | {run['outside_steps_s']:.1f} | "
-        f"{run['cpu_s'] - run.get('steps_cpu_s', 0):.1f} | |",
+    span = run.get("steps_span_s")
+    lines += ([f"| steps, first start to last end (two run at a time) | {span:.1f} | | |"] if span else []) + [
+        f"| before/after steps (CLI start, code location import, run setup) | {run['outside_steps_s']:.1f} | | |",
         f"| **total (CLI process)** | **{run['wall_s']:.1f}** | **{run['cpu_s']:.1f}** | "
         f"**{run['peak_rss_gb']:.2f}** |",
         "",
