@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -289,13 +290,15 @@ def _hyp2f1_distinct(freq, other, rsf, t, z):
 
 
 _PAIRS_CACHE: dict = {}
+_PAIRS_LOCK = threading.Lock()  # steps may run at once in threads of one process (executor.py)
 
 
 def _distinct_pairs(freq: np.ndarray, other: np.ndarray) -> tuple:
     """(index of the first row of each distinct (freq, other) pair, row -> pair). A fit passes the
     same two arrays to every likelihood evaluation: the grouping is kept for them (checked equal)."""
     key = (id(freq), id(other), len(freq))
-    hit = _PAIRS_CACHE.get(key)
+    with _PAIRS_LOCK:
+        hit = _PAIRS_CACHE.get(key)
     if hit is not None and np.array_equal(hit[0], freq) and np.array_equal(hit[1], other):
         return hit[2], hit[3]
     order = np.lexsort((other, freq))
@@ -306,9 +309,10 @@ def _distinct_pairs(freq: np.ndarray, other: np.ndarray) -> tuple:
     first = order[new]
     inverse = np.empty(len(order), dtype=np.intp)
     inverse[order] = np.cumsum(new) - 1
-    if len(_PAIRS_CACHE) >= 8:
-        _PAIRS_CACHE.clear()
-    _PAIRS_CACHE[key] = (freq.copy(), other.copy(), first, inverse)
+    with _PAIRS_LOCK:
+        if len(_PAIRS_CACHE) >= 8:
+            _PAIRS_CACHE.clear()
+        _PAIRS_CACHE[key] = (freq.copy(), other.copy(), first, inverse)
     return first, inverse
 
 
