@@ -58,7 +58,8 @@ def test_typed_numbers_give_the_reasons_and_details_of_text_numbers(tmp_path):
             "1003,A1,Mug,2,2011-01-03 10:00:00,,100,UK",          # no price
             "1004,A1,Mug,0,2011-01-03 10:00:00,1.50,100,UK",
             "1005,A1,Mug,2,2011-01-03 10:00:00,-1.5,100,UK",
-            X]
+            X,
+            "1006,A1,Mug,2, not a date ,1.50,100,UK"]
     csv = tmp_path / "t.csv"
     csv.write_text("\n".join([HEADER] + rows) + "\n")
     pq = tmp_path / "t.parquet"
@@ -76,10 +77,12 @@ def test_typed_numbers_give_the_reasons_and_details_of_text_numbers(tmp_path):
         con.close()
     assert [r[:2] for r in got["parquet"]] == [r[:2] for r in got["csv"]] == [
         (2, "unparseable_number"), (3, "unparseable_number"), (4, "non_positive_quantity"),
-        (5, "non_positive_price"), (6, "duplicate")]
+        (5, "non_positive_price"), (6, "duplicate"), (7, "unparseable_date")]
     details = {r[0]: r[2] for r in got["parquet"]}
     assert details[2].endswith("Quantity=(empty), UnitPrice=1.5")
     assert details[3].endswith("Quantity=2, UnitPrice=(empty)")
+    assert details[7] == "InvoiceDate = not a date does not parse as a date in 1970..2100"
+    assert details == {r[0]: r[2] for r in got["csv"]} | {2: details[2], 5: details[5]}  # CSV shows "1.50"
 
 
 def test_reason_case_tests_typed_columns_without_text(tmp_path):
