@@ -5,6 +5,13 @@ there put ~0.35 s into every load of the code location (each CLI run, the webser
 every test process) before any step had drawn anything. `plt` is a stand-in that imports pyplot
 with the Agg backend (common/_pyplot.py) on its first use and then behaves as the module; in a run,
 common/warm_imports has usually loaded it already, during ingestion.
+
+`plt.subplots` is the exception: it makes the figure without pyplot (a `Figure` on its own Agg
+canvas, as pyplot's Agg backend makes it, so the same picture). pyplot keeps one global list of
+open figures and a "current figure"; steps that run at the same time in threads of one process
+would share them (figure numbers, `plt.close`), a figure of its own shares nothing. Such a figure
+needs no `plt.close` (common.metadata.fig_to_png_bytes closes only pyplot's figures); draw on the
+returned `fig` / `ax` objects, never through pyplot's current-figure functions (`plt.title`, ...).
 """
 
 import importlib
@@ -37,10 +44,27 @@ def release_held() -> None:
         _LOCK.release()
 
 
+def subplots(nrows: int = 1, ncols: int = 1, *, sharex=False, sharey=False, squeeze: bool = True,
+             width_ratios=None, height_ratios=None, subplot_kw=None, gridspec_kw=None, **fig_kw):
+    """pyplot.subplots' signature and result, without pyplot's global figure list."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    hold_matplotlib()
+    fig = Figure(**fig_kw)
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(nrows=nrows, ncols=ncols, sharex=sharex, sharey=sharey, squeeze=squeeze,
+                       subplot_kw=subplot_kw, gridspec_kw=gridspec_kw, height_ratios=height_ratios,
+                       width_ratios=width_ratios)
+    return fig, axs
+
+
 class _Pyplot:
-    """Forwards every attribute to matplotlib.pyplot, importing it on the first access."""
+    """Forwards every attribute to matplotlib.pyplot, importing it on the first access
+    (except `subplots`, which needs no pyplot: see the module docstring)."""
 
     _module = None
+    subplots = staticmethod(subplots)
 
     def __getattr__(self, name):
         hold_matplotlib()
@@ -55,4 +79,4 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__all__ = ["plt", "hold_matplotlib", "release_held"]
+__all__ = ["plt", "subplots", "hold_matplotlib", "release_held"]
