@@ -7,13 +7,8 @@ import duckdb
 
 from customer_assets.common.data_version import appended_since, data_fingerprint
 from customer_assets.ingestion.pipeline import ingest
+from retail_csv import HEADER, MAPPING
 
-HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
-MAPPING = {
-    "customer_id": "CustomerID", "order_id": "InvoiceNo", "order_datetime": "InvoiceDate",
-    "product_id": "StockCode", "product_name": "Description", "quantity": "Quantity",
-    "unit_price": "UnitPrice", "country": "Country", "cancellation_prefix": "C",
-}
 WEEK1 = ["1001,A1,Mug,2,2011-01-03 10:00:00,1.50,100,UK", "1001,A2,Cup,1,2011-01-03 10:00:00,2.00,100,UK",
          "1002,A1,Mug,1,2011-01-04 10:00:00,1.50,,UK"]
 WEEK2 = ["1003,A1,Mug,3,2011-01-10 10:00:00,1.50,101,UK", "C1004,A1,Mug,-1,2011-01-11 10:00:00,1.50,100,UK"]

@@ -8,13 +8,8 @@ import duckdb
 from customer_assets.ingestion.cleaning import reason_case
 from customer_assets.ingestion.mapping import load_mapping
 from customer_assets.ingestion.pipeline import ingest, reconciliation
+from retail_csv import HEADER, MAPPING
 
-HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
-MAPPING = {
-    "customer_id": "CustomerID", "order_id": "InvoiceNo", "order_datetime": "InvoiceDate",
-    "product_id": "StockCode", "product_name": "Description", "quantity": "Quantity",
-    "unit_price": "UnitPrice", "country": "Country", "cancellation_prefix": "C",
-}
 X = "1001,A1,Mug,2,2011-01-03 10:00:00,1.50,100,UK"
 
 
