@@ -44,7 +44,7 @@ from customer_assets.common.plotting import release_held
 _DONE = object()  # a step thread's last message
 
 
-class SharedPoolClaims(InstanceConcurrencyContext):
+class RunPoolClaims(InstanceConcurrencyContext):
     """Pool claims made once per run: the first step that needs a pool claims its slot in the
     instance, and the run keeps it until it ends; its other steps (running beside it or after it)
     use that claim. Other runs' steps wait for the slot as before: one run writes the warehouse at a
@@ -109,7 +109,7 @@ class ThreadedInProcessExecutor(Executor):
 
     def _iterator(self, job_context: PlanExecutionContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
         with ExitStack() as stack:
-            claims = stack.enter_context(SharedPoolClaims(job_context.instance, job_context.dagster_run))
+            claims = stack.enter_context(RunPoolClaims(job_context.instance, job_context.dagster_run))
             active = stack.enter_context(execution_plan.start(
                 retry_mode=job_context.retry_mode,
                 sort_key_fn=critical_path_first(execution_plan),

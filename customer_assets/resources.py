@@ -14,7 +14,7 @@ from typing import Optional
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from customer_assets import paths
 from customer_assets.settings import AnalyticsSettings
@@ -35,19 +35,13 @@ class WarehouseResource(DuckDBResource):
     dagster-duckdb 0.29 closes it only on a normal exit, so after a failed asset the next
     connection to the same file in that process failed on the lock."""
 
-    _kept = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context) -> None:
+    @contextmanager
+    def yield_for_execution(self, context):
         # the data fingerprint is kept for the run (common/data_version): only ingestion changes it
         from customer_assets.common.data_version import kept_for_run
 
-        self._kept = kept_for_run()
-        self._kept.__enter__()
-
-    def teardown_after_execution(self, context) -> None:
-        if self._kept is not None:
-            self._kept.__exit__(None, None, None)
-            self._kept = None
+        with kept_for_run(), super().yield_for_execution(context) as resource:
+            yield resource
 
     @contextmanager
     def get_connection(self):
