@@ -278,7 +278,6 @@ def timed_run(label: str, cmd: list[str], env: dict, work: Path, dagster_home: P
         "log": str(work / f"{label}.log"),
     }
     result["outside_steps_s"] = result["wall_s"] - result["steps_span_s"]
-    result["steps_cpu_s"] = sum(s.get("cpu_s") or 0 for s in events["steps"])
     print_table(result)
     if usage["returncode"] != 0:
         tail = (work / f"{label}.log").read_text(errors="replace").splitlines()[-25:]
