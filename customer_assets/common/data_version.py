@@ -183,10 +183,16 @@ def _settled_fingerprint(con: duckdb.DuckDBPyConnection, attempts: int = 4) -> s
     return fingerprint
 
 
-def clear_log(con: duckdb.DuckDBPyConnection) -> None:
-    """Forget every recorded append (ingestion rebuilt the tables: no old state leads here by appends)."""
+def clear_log(con: duckdb.DuckDBPyConnection) -> str:
+    """Forget every recorded append (ingestion rebuilt the tables: no old state leads here by
+    appends); returns the new fingerprint. Like `record_append` it settles the layout first: the
+    steps after a rebuild record the fingerprint they build from, and a checkpoint later (another
+    step's, or the connection's close) that still merged row groups would make the next run see
+    other data and rebuild everything again (at N=20 every first weekly refresh rebuilt the star
+    and the feature base so)."""
     forget_fingerprints()
     con.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
+    return _settled_fingerprint(con)
 
 
 def appended_since(con: duckdb.DuckDBPyConnection, built_from: str, current: Optional[str] = None) -> Optional[Appended]:
