@@ -85,6 +85,7 @@ class ThreadedInProcessExecutor(Executor):
         return self._retries
 
     def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+        skip_final_collection_at_exit()
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps in process (pid: {os.getpid()}), up to {self.max_concurrent} at a time in threads",
@@ -179,6 +180,28 @@ class ThreadedInProcessExecutor(Executor):
                 running[key][2].append(event)
                 yield event
                 active.handle_event(event)
+
+
+_FREEZE_AT_EXIT = threading.Lock()
+_freeze_registered: list = []
+
+
+def skip_final_collection_at_exit() -> None:
+    """Freeze every object at exit, so that the interpreter's last garbage collection skips them.
+
+    A process that ran the pipeline holds millions of objects (Great Expectations, pydantic,
+    scikit-learn, xgboost, matplotlib, Dagster). When the Dagster CLI exits after the run, Python's
+    final collection walked all of them: ~1.1-1.3 s after the run had ended, in every `dagster asset
+    materialize` / `job execute`, and in the run worker the UI launches (0.07 s frozen). The memory
+    goes back to the OS with the process either way; `weakref.finalize` callbacks and the other
+    exit handlers still run (they do not depend on the collection)."""
+    import atexit
+    import gc
+
+    with _FREEZE_AT_EXIT:
+        if not _freeze_registered:
+            atexit.register(gc.freeze)
+            _freeze_registered.append(True)
 
 
 def critical_path_first(execution_plan: ExecutionPlan):
