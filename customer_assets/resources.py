@@ -40,27 +40,8 @@ class WarehouseResource(DuckDBResource):
         # the data fingerprint is kept for the run (common/data_version): only ingestion changes it
         from customer_assets.common.data_version import kept_for_run
 
-        with kept_for_run(), super().yield_for_execution(context) as resource, resource._database_kept_open():
+        with kept_for_run(), super().yield_for_execution(context) as resource:
             yield resource
-
-    @contextmanager
-    def _database_kept_open(self):
-        """Hold one connection for the run, so the database stays open between its steps.
-
-        DuckDB keeps a database file open while any connection to it is open in the process, and
-        every step opens and closes its own. Alone in the process (steps one after another, or the
-        one step running), the step's close was the last one: DuckDB checkpointed everything the
-        step wrote, and the next step read the catalog again (the N=20 weekly refresh: 1.2-1.6 s
-        of its 24 steps in connect and close). Held open, the steps share the open database and
-        DuckDB checkpoints as its WAL grows and once when the run ends."""
-        if self.database in ("", ":memory:") or self.database.startswith(":memory:"):
-            yield  # each in-memory connection is its own database: nothing to keep open
-            return
-        with super().get_connection() as keeper:
-            try:
-                yield
-            finally:
-                keeper.close()
 
     @contextmanager
     def get_connection(self):
