@@ -203,7 +203,7 @@ def collect_garbage_less() -> None:
       walked them all, 1.0-1.5 s after the run had ended, in every `dagster asset materialize` /
       `job execute`). The memory goes back to the OS with the process; exit handlers and
       `weakref.finalize` callbacks still run.
-    Measured with gc.callbacks: 2.22 -> 0.81 s of GC in the N=20 full run, 1.57 -> 0.6 s in the
+    Measured with gc.callbacks: 2.22 -> 0.81 s of GC in the N=20 full run, 1.57 -> 0.9 s in the
     weekly refresh. Objects frozen here are freed by refcounting as before; only one in a reference
     cycle would stay until the process ends."""
     import atexit

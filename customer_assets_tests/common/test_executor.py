@@ -172,7 +172,7 @@ def test_a_terminated_run_interrupts_its_running_step_and_starts_no_other(instan
         assert "after_sleeper" not in _step_events(result, "STEP_START")
 
 
-def test_after_a_run_the_garbage_collector_leaves_the_long_lived_objects_alone(tmp_path):
+def test_after_a_run_the_garbage_collector_leaves_the_long_lived_objects_alone():
     """A process that ran a job with this executor collects less often, and freezes its objects at
     exit (the interpreter's last garbage collection then skips them): seen from an exit handler
     registered before the run, which runs after the executor's."""
