@@ -9,7 +9,7 @@ import time
 import dagster as dg
 import pytest
 
-from customer_assets.executor import critical_path_first, threaded_in_process_executor
+from customer_assets.executor import critical_path_first, recent_step_seconds, threaded_in_process_executor
 
 # Two steps that can only both finish when they run at the same time: each waits for the other.
 _BARRIER = threading.Barrier(2, timeout=20)
@@ -93,6 +93,13 @@ def failing_job():
     ).resolve_job_def("failing")
 
 
+def source_only_job():
+    return dg.Definitions(
+        assets=[source_table], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("source_only", selection="source_table")],
+    ).resolve_job_def("source_only")
+
+
 def serial_job():
     return dg.Definitions(
         assets=[source_table, broken, after_broken, slow_sibling], executor=threaded_in_process_executor,
@@ -154,6 +161,44 @@ def test_the_longest_chain_starts_first():
     assert order[0] == "source_table"
     # broken -> after_broken is a chain of two; slow_sibling is alone
     assert order.index("broken") < order.index("slow_sibling")
+
+
+def test_with_step_times_the_longest_path_in_seconds_starts_first():
+    """By step count broken -> after_broken is the longer path; by the seconds the steps took last
+    time slow_sibling is (5 s against 0.1 + 0.1 s), so it starts first. A step without a recorded
+    time weighs the median of the recorded ones."""
+    from dagster._core.execution.api import create_execution_plan
+
+    plan = create_execution_plan(failing_job())
+    ready = [s for s in plan.get_steps_to_execute_in_topo_order() if s.key != "source_table"]
+    by_time = critical_path_first(plan, {"broken": 0.1, "after_broken": 0.1, "slow_sibling": 5.0})
+    assert sorted(ready, key=by_time)[0].key == "slow_sibling"
+    # no time for slow_sibling: it weighs the median (0.1 s), less than the chain's 0.2 s
+    partial = critical_path_first(plan, {"broken": 0.1, "after_broken": 0.1})
+    assert sorted(ready, key=partial)[0].key == "broken"
+
+
+def test_recent_step_seconds_reads_the_last_successful_runs_same_job_first(instance):
+    assert recent_step_seconds(instance, "concurrent", ["source_table"]) == {}  # a new instance
+    _SEEN_THREADS.clear()
+    with dg.execute_job(dg.reconstructable(concurrent_job), instance=instance) as result:
+        assert result.success
+        run_id = result.run_id
+    with dg.execute_job(dg.reconstructable(source_only_job), instance=instance) as result:
+        assert result.success  # newer than the concurrent run, and it ran source_table too
+        other_id = result.run_id
+    with dg.execute_job(dg.reconstructable(failing_job), instance=instance, raise_on_error=False) as result:
+        assert not result.success
+    times = recent_step_seconds(instance, "concurrent", ["source_table", "left", "right", "joined", "nope"])
+    assert set(times) == {"source_table", "left", "right", "joined"}
+    assert all(t > 0 for t in times.values())
+    own = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run_id)}
+    assert times == pytest.approx({k: own[k] for k in times})  # source_table: this job's run
+    other = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(other_id)}
+    # another job: the newest successful run that ran the step; the failed run is never read
+    # (slow_sibling ran there, in a run that failed)
+    assert recent_step_seconds(instance, "failing", ["slow_sibling", "source_table"]) == pytest.approx(
+        {"source_table": other["source_table"]})
 
 
 def test_a_terminated_run_interrupts_its_running_step_and_starts_no_other(instance):
