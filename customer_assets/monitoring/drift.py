@@ -28,7 +28,8 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from customer_assets.common.db import table_exists
+from customer_assets.common.db import is_read_only, table_exists
+from customer_assets.monitoring import baselines
 from customer_assets.monitoring.psi import psi_table
 from customer_assets.registry import ArtifactError, current_champion, load_model, reference_distribution
 
@@ -166,14 +167,32 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
         t = vs_training.copy()
         t["baseline"] = "training reference (deployment date unknown)"
     else:
-        base_frame = current if base_date == as_of else fn(con, base_date)
-        t = psi_table(reference_distribution(base_frame, features, bins), current, features)
+        t = psi_table(_baseline(con, name, champion, base_date, as_of, current, fn, features, bins,
+                                stored=feature_frame is None), current, features)
         t["baseline"] = f"population at {base_date}"
     t["psi_vs_training"] = vs_training["psi"].to_numpy()
     t.insert(0, "model_version", int(champion["version"]))
     t.insert(0, "model", name)
     t["exempt"] = t["feature"].isin(exempt)
     return t, None
+
+
+def _baseline(con, name: str, champion: dict, base_date: dt.date, as_of: dt.date, current: pd.DataFrame,
+              fn: Callable, features: list, bins: int, stored: bool) -> dict:
+    """The reference distribution of the features at the baseline date. With the stage's own
+    feature function (`stored`) it is kept in the warehouse between runs (monitoring.baselines):
+    the date stays the same from one refresh to the next until the model is retrained. The run
+    that trains a champion stores it too (then the baseline is today's population, `current`), so
+    the first weekly refresh after it already reads it."""
+
+    def compute() -> dict:
+        frame = current if base_date == as_of else fn(con, base_date)
+        return reference_distribution(frame, features, bins)
+
+    if not stored or is_read_only(con):
+        return compute()
+    key = baselines.baseline_key(name, champion, base_date, bins, features)
+    return baselines.stored_reference(con, key, base_date, compute)[0]
 
 
 # (database, data fingerprint, snapshot, horizon, model version, artifact sha256) -> (frame, p):

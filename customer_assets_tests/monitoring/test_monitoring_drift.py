@@ -118,7 +118,7 @@ def _retail_csv(path, rows):
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_deployment_baseline_is_the_data_the_champion_was_trained_on(tmp_path, con):
+def test_deployment_baseline_is_the_data_the_champion_was_trained_on(tmp_path, con, monkeypatch):
     """PSI compares today's features with the population at the data end the champion was trained
     on (files ingested before it was registered), in the registry's reference bins."""
     from pathlib import Path
@@ -154,6 +154,23 @@ def test_deployment_baseline_is_the_data_the_champion_was_trained_on(tmp_path, c
     assert baseline_as_of(con, current_champion(con, "churn_model"), new_end) == base_end
     t2 = model_psi(con, "churn_model", new_end, {"tenure_days"}, compute_customer_features)[0].set_index("feature")
     assert t2.loc["monetary", "psi"] > 0.2 and t2.loc["frequency", "psi"] > 0.2
+    # with the stage's own feature function the baseline is kept in the warehouse (same PSI), and
+    # the next report at a later as_of reads it instead of a feature snapshot at base_end
+    stored = model_psi(con, "churn_model", new_end, {"tenure_days"})[0].set_index("feature")
+    assert stored["psi"].to_dict() == pytest.approx(t2["psi"].to_dict())
+    assert con.execute("SELECT count(*) FROM drift_state.baselines").fetchone()[0] == 1
+    import customer_assets.monitoring.drift as drift
+
+    snapshots, resolve = [], drift._resolve
+
+    def counting(path):  # the stage's feature function, recording the snapshots it is asked for
+        f = resolve(path)
+        return lambda c, d: snapshots.append(d) or f(c, d)
+
+    monkeypatch.setattr(drift, "_resolve", counting)
+    later_end = new_end + dt.timedelta(days=7)
+    model_psi(con, "churn_model", later_end, {"tenure_days"})
+    assert snapshots == [later_end]  # the current features only: no snapshot at base_end
 
 
 def test_reason_names_features_values_and_models_once():
