@@ -67,6 +67,11 @@ class PersonaModel:
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict(prepare(features, self.features, self.log_features))
 
+    def assign(self, features: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Every customer's cluster and persona by this model, and the profile of those clusters
+        (`describe_clusters`): scoring without refitting, the cluster numbers and names are the model's."""
+        return describe_clusters(features, self.predict(features), self.names)
+
     def centroids(self) -> pd.DataFrame:
         """Cluster centres in original units (inverse of scaling and log1p)."""
         scaler, km = self.pipeline.named_steps["scale"], self.pipeline.named_steps["kmeans"]
@@ -245,6 +250,16 @@ def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_
     km.labels_ = labels
     names = name_clusters(features, labels)
     model = PersonaModel(pipeline=pipe, features=list(PERSONA_FEATURES), log_features=list(LOG_FEATURES), names=names)
+    assign, prof = describe_clusters(features, labels, names)
+    fit_customers = None if fit_rows is features else fit_rows["customer_id"]
+    return PersonaResult(assign, model, k, scores, prof, fit_customers)
+
+
+def describe_clusters(features: pd.DataFrame, labels: np.ndarray, names: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(assignments: customer_id, cluster, persona per row of `features`; profile: per cluster that
+    has customers, cluster, persona, customers, share and the medians of PERSONA_FEATURES)."""
+    labels = np.asarray(labels, dtype=np.int64)  # predict gives int32; the table's cluster is BIGINT either way
+    names = {int(c): names.get(int(c), f"cluster {c}") for c in np.unique(labels)}
     assign = pd.DataFrame({"customer_id": features["customer_id"].to_numpy(), "cluster": labels})
     assign["persona"] = assign["cluster"].map(names)
     prof = features[PERSONA_FEATURES].astype(float).groupby(labels).median().add_prefix("median_")
@@ -252,5 +267,4 @@ def fit_personas(features: pd.DataFrame, k_min: int = 3, k_max: int = 8, sample_
     prof.insert(1, "share", prof["customers"] / len(labels))
     prof.insert(0, "persona", [names[c] for c in prof.index])
     prof.index.name = "cluster"
-    fit_customers = None if fit_rows is features else fit_rows["customer_id"]
-    return PersonaResult(assign, model, k, scores, prof.reset_index(), fit_customers)
+    return assign, prof.reset_index()
