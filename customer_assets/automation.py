@@ -38,9 +38,9 @@ from customer_assets.resources import SourceConfig
 from customer_assets.stages import STAGES
 
 # Assets that fit models (and register versions). Everything else only uses the champions.
-TRAINING_ASSETS = ("churn_training_set", "churn_model", "clv_model", "ltv_model")
+TRAINING_ASSETS = ("persona_model", "churn_training_set", "churn_model", "clv_model", "ltv_model")
 # Assets that score customers with the current champions (rerun after a retrain).
-SCORING_ASSETS = ("churn_scores", "customer_ltv")
+SCORING_ASSETS = ("customer_personas", "churn_scores", "customer_ltv")
 DRIFT_ASSET = "drift_report"
 INGESTED_FILES_ASSET = "ingested_files"
 

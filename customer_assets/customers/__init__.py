@@ -1,4 +1,5 @@
-"""Customers stage: features (shared snapshot function), RFM segments, K-Means personas, loyalty
+"""Customers stage: features (shared snapshot function), RFM segments, K-Means personas (fitted and
+registered by persona_model, assigned with the registry's champion by customer_personas), loyalty
 tiers and cohort retention. Assets and checks are collected by customer_assets.definitions."""
 
 from customer_assets.customers.assets import ASSETS

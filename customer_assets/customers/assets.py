@@ -21,11 +21,18 @@ from customer_assets.customers.features import (
     ensure_feature_base,
     write_customer_features,
 )
-from customer_assets.registry import current_champion, register_model
+from customer_assets.registry import (
+    ArtifactError,
+    current_champion,
+    load_model,
+    register_model,
+    training_reason,
+)
 from customer_assets.resources import ModelStore
 from customer_assets.settings import AnalyticsSettings
 
 GROUP = "customers"
+PERSONA_MODEL = "persona_kmeans"  # the personas' name in the model registry
 PLOT_MAX_CUSTOMERS = 5000  # points in the persona scatter (display only; the table has every customer)
 TIER_COLORS = {"Platinum": "#5b6f8a", "Gold": "#d4af37", "Silver": "#b0b0b0", "Bronze": "#cd7f32"}
 
@@ -173,35 +180,53 @@ def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mate
         )
 
 
-def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> str:
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
-    ks = sorted(result.silhouettes)
-    a1.plot(ks, [result.silhouettes[k] for k in ks], marker="o")
-    a1.axvline(result.k, color="grey", ls="--")
-    a1.set_xlabel("k")
-    a1.set_ylabel("mean silhouette (sample)")
-    a1.set_title(f"k chosen by silhouette: {result.k}")
+def _silhouette_plot(silhouettes: dict, k: int) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ks = sorted(silhouettes)
+    ax.plot(ks, [silhouettes[i] for i in ks], marker="o")
+    ax.axvline(k, color="grey", ls="--")
+    ax.set_xlabel("k")
+    ax.set_ylabel("mean silhouette (sample)")
+    ax.set_title(f"k chosen by silhouette: {k}")
+    return fig_to_md(fig, "silhouette by k")
+
+
+def _persona_scatter(assignments: pd.DataFrame, features: pd.DataFrame, names: dict) -> str:
+    """recency vs spend of a fixed sample of customers, coloured by persona (`assignments` and
+    `features` share their index)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
     # a scatter of every customer costs seconds to render at 100k customers: plot a fixed sample
-    a = result.assignments
-    # the PLOT_MAX_CUSTOMERS smallest customer hashes are among those of a larger fit sample:
-    # drawn from it, the same customers without hashing every customer id a second time
-    pool = a[["customer_id"]]
-    if result.fit_customers is not None and len(result.fit_customers) >= PLOT_MAX_CUSTOMERS:
-        pool = result.fit_customers.to_frame()
-    shown = a[a["customer_id"].isin(sample_customers(pool, PLOT_MAX_CUSTOMERS)["customer_id"])]
+    a = assignments
+    shown = a[a["customer_id"].isin(sample_customers(a[["customer_id"]], PLOT_MAX_CUSTOMERS)["customer_id"])]
     for c, g in shown.groupby("cluster"):
         idx = g.index
         # markers of one Line2D per cluster: drawn faster than a scatter's path collection
-        a2.plot(features.loc[idx, "recency_days"] + 1, features.loc[idx, "monetary"], ls="", marker="o",
-                ms=2.5, mew=0, alpha=0.5, label=result.model.names[c])
-    a2.set_xscale("log")
-    a2.set_yscale("log")
-    _plain_log_ticks(a2)
-    a2.set_xlabel("1 + recency_days")
-    a2.set_ylabel("monetary")
-    a2.legend(fontsize=7, markerscale=3, loc="lower left")  # "best" scans every point
-    a2.set_title("Personas")
+        ax.plot(features.loc[idx, "recency_days"] + 1, features.loc[idx, "monetary"], ls="", marker="o",
+                ms=2.5, mew=0, alpha=0.5, label=names.get(c, f"cluster {c}"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_ticks(ax)
+    ax.set_xlabel("1 + recency_days")
+    ax.set_ylabel("monetary")
+    ax.legend(fontsize=7, markerscale=3, loc="lower left")  # "best" scans every point
+    ax.set_title("Personas")
     return fig_to_md(fig, "personas")
+
+
+def _write_persona_model_table(con, profile: pd.DataFrame, snap, version=None, status=None) -> None:
+    """The persona_model table: the fit's clusters (profile) with the snapshot and registry version;
+    typed from the frame, so no fit (too few customers, empty profile) gives an empty table of the
+    same columns and types."""
+    t = profile.astype({"persona": "string"})
+    t.insert(0, "snapshot_date", pd.Series(pd.Timestamp(snap), index=t.index, dtype="datetime64[ns]"))
+    t.insert(1, "model_version", pd.Series(version, index=t.index, dtype="Int64"))
+    t.insert(2, "model_status", pd.Series(status, index=t.index, dtype="string"))
+    replace_table(con, "persona_model",
+                  con.from_df(t).project("* REPLACE (CAST(snapshot_date AS DATE) AS snapshot_date)"))
+
+
+def _persona_features(con, extra=()) -> pd.DataFrame:
+    return read_features(con, ["customer_id", "snapshot_date", *dict.fromkeys([*personas.PERSONA_FEATURES, *extra])])
 
 
 @dg.asset(
@@ -209,62 +234,121 @@ def _persona_plots(result: personas.PersonaResult, features: pd.DataFrame) -> st
     kinds={"duckdb", "scikitlearn"},
     pool="duckdb",
     deps=["customer_features"],
-    description="K-Means personas on scaled (log1p where skewed) RFM and engagement features, k chosen by "
-    "silhouette over persona_k_min..persona_k_max; clusters named from their profile. The scaler + "
-    "model are registered as `persona_kmeans` in the model registry.",
+    description="Fits the K-Means personas on scaled (log1p where skewed) RFM and engagement features, k chosen "
+    "by silhouette over persona_k_min..persona_k_max, clusters named from their profile, and registers the "
+    f"scaler + model + names as `{PERSONA_MODEL}` (champion/challenger gate on silhouette). Table: the fit's "
+    "clusters (size, share, medians) with the registered version. A training asset: in all_assets and "
+    "retrain_models, not in weekly_refresh.",
+)
+def persona_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, settings: AnalyticsSettings,
+                  model_store: ModelStore) -> dg.MaterializeResult:
+    with duckdb.get_connection() as con:
+        features = _persona_features(con)
+        snap = snapshot_of(features)
+        if len(features) <= settings.persona_k_min:
+            _, empty = personas.describe_clusters(features.iloc[:0], np.array([], dtype=np.int64), {})
+            _write_persona_model_table(con, empty, snap)
+            return dg.MaterializeResult(metadata={
+                **table_metadata(con, "persona_model"),
+                "skipped": dg.MetadataValue.text(
+                    f"{len(features)} customers: K-Means needs more than k_min={settings.persona_k_min}; no model "
+                    f"is registered (customer_personas marks every customer 'Unclustered' while there is no "
+                    f"{PERSONA_MODEL} champion)"),
+            })
+        result = personas.fit_personas(
+            features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample,
+            settings.max_fit_customers,
+        )
+        # rounded: refits on the same data differ in the 17th digit, which must not demote a champion
+        metrics = {"silhouette": round(result.silhouettes[result.k], 6), "k": result.k,
+                   "silhouette_by_k": result.silhouettes, "customers": len(features)}
+        reason = training_reason(context.run.tags if context.run else None, con, PERSONA_MODEL)
+        reg = register_model(
+            con, model_store.models_path(), PERSONA_MODEL, result.model,
+            metrics=metrics, features=result.model.features, selection_metric="silhouette",
+            train_window=(snap - dt.timedelta(days=int(features["tenure_days"].max())), snap),
+            eval_window=(snap, snap), tolerance=settings.promotion_tolerance, reason=reason,
+        )
+        _write_persona_model_table(con, result.profile, snap, reg.version, reg.status)
+        sil = pd.DataFrame({"k": list(result.silhouettes), "silhouette": list(result.silhouettes.values())})
+        return dg.MaterializeResult(metadata={
+            **table_metadata(con, "persona_model"),
+            "k": dg.MetadataValue.int(result.k),
+            "silhouette": dg.MetadataValue.float(result.silhouettes[result.k]),
+            "silhouette_by_k": dg.MetadataValue.md(df_to_markdown(sil)),
+            "silhouette_plot": dg.MetadataValue.md(_silhouette_plot(result.silhouettes, result.k)),
+            "cluster_profiles": dg.MetadataValue.md(df_to_markdown(result.profile, max_rows=20)),
+            "centroids": dg.MetadataValue.md(df_to_markdown(result.model.centroids(), max_rows=20)),
+            "fit_customers": dg.MetadataValue.int(
+                len(features) if result.fit_customers is None else len(result.fit_customers)),
+            "model_version": dg.MetadataValue.int(reg.version),
+            "model_status": dg.MetadataValue.text(f"{reg.status}: {reg.message}"),
+            "reason": dg.MetadataValue.text(reason),
+            "artifact": dg.MetadataValue.path(reg.artifact_path),
+        })
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "scikitlearn"},
+    pool="duckdb",
+    deps=["customer_features", "persona_model"],
+    description=f"Every customer's K-Means cluster and persona name, by the registered `{PERSONA_MODEL}` "
+    "champion (loaded only through the registry, hash verified; falls back to the last good version): "
+    "scoring only, so cluster numbers and names stay those of the champion until persona_model registers "
+    "a better one. Fails when there is no champion (materialize persona_model first); with too few "
+    "customers to cluster and no model, every customer is 'Unclustered'.",
     check_specs=[checks.coverage_spec("customer_personas")],
 )
-def customer_personas(
-    duckdb: DuckDBResource, settings: AnalyticsSettings, model_store: ModelStore
-) -> dg.MaterializeResult:
+def customer_personas(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+                      settings: AnalyticsSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
-        features = read_features(con, ["customer_id", "snapshot_date", *personas.PERSONA_FEATURES])
-        snap = snapshot_of(features)
 
         def coverage():
             return [checks.coverage_result(con, "customer_personas", f"{ensure_feature_base(con).prefix}order_days")]
 
-        if len(features) <= settings.persona_k_min:
+        loaded = None
+        if current_champion(con, PERSONA_MODEL) is not None:
+            try:
+                loaded = load_model(con, PERSONA_MODEL)
+            except ArtifactError as e:
+                raise dg.Failure(description=f"cannot score personas: {e}") from e
+        features = _persona_features(con, loaded.obj.features if loaded else ())
+        snap = snapshot_of(features)
+        if loaded is None:
+            if len(features) > settings.persona_k_min:
+                raise dg.Failure(description=(
+                    f"no {PERSONA_MODEL} champion in model_registry: materialize persona_model first "
+                    "(jobs all_assets or retrain_models)"))
             out = pd.DataFrame({"customer_id": features["customer_id"], "snapshot_date": snap,
                                 "cluster": -1, "persona": "Unclustered (too few customers)"})
             replace_table(con, "customer_personas", out)
             return dg.MaterializeResult(metadata={
                 **table_metadata(con, "customer_personas"),
                 "skipped": dg.MetadataValue.text(
-                    f"{len(features)} customers: K-Means needs more than k_min={settings.persona_k_min}; "
-                    "every customer is 'Unclustered' and no model is registered"),
+                    f"{len(features)} customers: K-Means needs more than k_min={settings.persona_k_min} and no "
+                    f"{PERSONA_MODEL} is registered; every customer is 'Unclustered'"),
             }, check_results=coverage())
-        result = personas.fit_personas(
-            features, settings.persona_k_min, settings.persona_k_max, settings.persona_silhouette_sample,
-            settings.max_fit_customers,
-        )
-        out = result.assignments.copy()
+        for w in loaded.warnings:
+            context.log.warning(w)
+        model = loaded.obj
+        try:
+            assignments, profile = model.assign(features)
+        except ValueError as e:  # an artifact whose features this code no longer computes
+            raise dg.Failure(description=f"{PERSONA_MODEL} v{loaded.version} cannot score: {e}") from e
+        out = assignments.copy()
         out.insert(1, "snapshot_date", snap)
         replace_table(con, "customer_personas", out)
-        # rounded: refits on the same data differ in the 17th digit, which must not demote a champion
-        metrics = {"silhouette": round(result.silhouettes[result.k], 6), "k": result.k,
-                   "silhouette_by_k": result.silhouettes, "customers": len(out)}
-        reg = register_model(
-            con, model_store.models_path(), "persona_kmeans", result.model,
-            metrics=metrics, features=result.model.features, selection_metric="silhouette",
-            train_window=(snap - dt.timedelta(days=int(features["tenure_days"].max())), snap),
-            eval_window=(snap, snap), tolerance=settings.promotion_tolerance,
-            reason="first_training" if current_champion(con, "persona_kmeans") is None else "refit",
-        )
-        sil = pd.DataFrame({"k": list(result.silhouettes), "silhouette": list(result.silhouettes.values())})
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(con, "customer_personas"),
-                "k": dg.MetadataValue.int(result.k),
-                "silhouette": dg.MetadataValue.float(result.silhouettes[result.k]),
-                "silhouette_by_k": dg.MetadataValue.md(df_to_markdown(sil)),
-                "cluster_profiles": dg.MetadataValue.md(df_to_markdown(result.profile, max_rows=20)),
-                "centroids": dg.MetadataValue.md(df_to_markdown(result.model.centroids(), max_rows=20)),
-                "persona_sizes": dg.MetadataValue.json(
-                    {r.persona: int(r.customers) for r in result.profile.itertuples()}),
-                "model_version": dg.MetadataValue.int(reg.version),
-                "model_status": dg.MetadataValue.text(f"{reg.status}: {reg.message}"),
-                "plots": dg.MetadataValue.md(_persona_plots(result, features)),
+                "k": dg.MetadataValue.int(len(model.names)),
+                "cluster_profiles": dg.MetadataValue.md(df_to_markdown(profile, max_rows=20)),
+                "persona_sizes": dg.MetadataValue.json({r.persona: int(r.customers) for r in profile.itertuples()}),
+                "model_version": dg.MetadataValue.int(int(loaded.version)),
+                "model_status": dg.MetadataValue.text(str(loaded.row.get("status"))),
+                "fallback_warnings": dg.MetadataValue.json(loaded.warnings),
+                "plots": dg.MetadataValue.md(_persona_scatter(assignments, features, model.names)),
             },
             check_results=coverage(),
         )
@@ -359,4 +443,4 @@ def cohort_retention(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.
         )
 
 
-ASSETS = [customer_features, rfm_segments, customer_personas, loyalty_tiers, cohort_retention]
+ASSETS = [customer_features, rfm_segments, persona_model, customer_personas, loyalty_tiers, cohort_retention]

@@ -59,6 +59,16 @@ def run(tmp_path, resources_for, **settings):
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
+def _assets(*names):
+    return [a for a in ASSETS if a.key.to_user_string() in names]
+
+
+def registry_rows(tmp_path, name="persona_kmeans"):
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute("SELECT version, status, reason FROM model_registry WHERE name = ? ORDER BY version",
+                           [name]).fetchall()
+
+
 def metadata(result, asset):
     ev = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset][-1]
     return {k: v.value for k, v in ev.step_materialization_data.materialization.metadata.items()}
@@ -78,26 +88,34 @@ def test_materialize_hand_made_warehouse(tmp_path, resources_for):
     assert "data:image/png;base64," in metadata(result, "cohort_retention")["heatmap"]
     assert "data:image/png;base64," in metadata(result, "rfm_segments")["segment_chart"]
     assert metadata(result, "rfm_segments")["price_sensitive"].startswith("used")
+    fit = metadata(result, "persona_model")
+    assert 3 <= fit["k"] <= 8 and -1 <= fit["silhouette"] <= 1 and "centroids" in fit and "cluster_profiles" in fit
+    assert fit["model_version"] == 1 and fit["model_status"].startswith("champion")
     md = metadata(result, "customer_personas")
-    assert 3 <= md["k"] <= 8 and -1 <= md["silhouette"] <= 1 and "centroids" in md
+    assert md["model_version"] == 1 and md["model_status"] == "champion" and md["k"] == fit["k"]
+    assert sum(md["persona_sizes"].values()) == 60 and "data:image/png;base64," in md["plots"]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))  # load_model runs CREATE IF NOT EXISTS
     model = load_model(con, "persona_kmeans")
     feats = con.execute("SELECT * FROM customer_features ORDER BY customer_id").df()
-    clusters = con.execute("SELECT cluster FROM customer_personas ORDER BY customer_id").df()["cluster"]
-    assert (model.obj.predict(feats) == clusters.to_numpy()).all()  # the registered artifact scores the table
+    personas_table = con.execute("SELECT * FROM customer_personas ORDER BY customer_id").df()
+    assert list(personas_table.columns) == ["customer_id", "snapshot_date", "cluster", "persona"]
+    assert (model.obj.predict(feats) == personas_table["cluster"].to_numpy()).all()  # the champion scores the table
+    assert personas_table["persona"].equals(personas_table["cluster"].map(model.obj.names))
+    fit_table = con.execute("SELECT * FROM persona_model ORDER BY cluster").df()
+    assert len(fit_table) == fit["k"] and fit_table["customers"].sum() == 60
+    assert set(fit_table["model_version"]) == {1} and set(fit_table["model_status"]) == {"champion"}
     tiers = con.execute("SELECT tier, count(*) n FROM loyalty_tiers GROUP BY tier").df().set_index("tier")["n"]
     assert tiers.to_dict() == {"Platinum": 3, "Gold": 9, "Silver": 18, "Bronze": 30}
     assert con.execute("SELECT segment FROM rfm_segments WHERE customer_id = 'c059'").fetchone()[0] == "Champions"
     assert con.execute("SELECT return_rate FROM customer_features WHERE customer_id = 'c059'").fetchone()[0] == pytest.approx(1 / 9)
     con.close()
-    # a refit on the same snapshot ties on silhouette and is promoted (>= champion): v2 champion, v1 retired
-    personas_asset = [a for a in ASSETS if a.key.to_user_string() == "customer_personas"]
-    again = dg.materialize(personas_asset, resources=resources_for(tmp_path), instance=dg.DagsterInstance.ephemeral())
-    assert metadata(again, "customer_personas")["model_status"].startswith("champion")
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    reg = con.execute("SELECT version, status, reason FROM model_registry WHERE name = 'persona_kmeans' ORDER BY version").fetchall()
-    assert reg == [(1, "retired", "first_training"), (2, "champion", "refit")]
-    con.close()
+    # a refit on the same snapshot ties on silhouette and is promoted (>= champion): v2 champion, v1 retired;
+    # without a drift reason in the run tags the reason is "scheduled", as for the other training assets
+    again = dg.materialize(_assets("persona_model", "customer_personas"), resources=resources_for(tmp_path),
+                           instance=dg.DagsterInstance.ephemeral())
+    assert metadata(again, "persona_model")["model_status"].startswith("champion")
+    assert metadata(again, "customer_personas")["model_version"] == 2
+    assert registry_rows(tmp_path) == [(1, "retired", "first_training"), (2, "champion", "scheduled")]
 
 
 def test_as_of_override_and_missing_price_fields(tmp_path, resources_for):
