@@ -25,3 +25,32 @@ def test_empty_inventory_variable_means_no_inventory(monkeypatch):
     assert build_resources()["source"].inventory is None
     monkeypatch.delenv("CUSTOMER_ASSETS_INVENTORY")
     assert build_resources()["source"].inventory.endswith("online_retail_inventory_SYNTHETIC.csv")
+
+
+def _threads(con) -> int:
+    return int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+
+
+def test_steps_open_at_once_share_the_duckdb_threads(tmp_path, monkeypatch):
+    """Two connections open at once (two steps in threads of one run) get half the cores each; a
+    step alone gets them all back, also when the other closes while it runs."""
+    from customer_assets import resources
+
+    monkeypatch.setattr(resources._ThreadShares, "cores", staticmethod(lambda: 4))
+    res = WarehouseResource(database=str(tmp_path / "wh.duckdb"))
+    with res.get_connection() as first:
+        assert _threads(first) == 4
+        with res.get_connection() as second:
+            assert _threads(first) == _threads(second) == 2  # one instance: one setting
+        assert _threads(first) == 4
+    with res.get_connection() as again:
+        assert _threads(again) == 4
+
+
+def test_a_threads_setting_in_the_resource_is_left_alone(tmp_path, monkeypatch):
+    from customer_assets import resources
+
+    monkeypatch.setattr(resources._ThreadShares, "cores", staticmethod(lambda: 4))
+    res = WarehouseResource(database=str(tmp_path / "wh.duckdb"), connection_config={"threads": 3})
+    with res.get_connection() as first, res.get_connection() as second:
+        assert _threads(first) == _threads(second) == 3
