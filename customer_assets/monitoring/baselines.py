@@ -1,14 +1,17 @@
-"""The deployment baselines of the drift report, kept in the warehouse between runs.
+"""The deployment baselines of the drift report, frozen in the warehouse when first computed.
 
-A champion's PSI baseline is the binned distribution of its features at the data end it was trained
-on (drift.baseline_as_of): a date that stays the same from one weekly refresh to the next until
-the model is retrained. Computing it means a full feature snapshot at that date (at N=20 about a
-second of the refresh, for each model), and the answer only changes when rows dated on or before
-that date are added. So the reference distribution is stored here with the data fingerprint
-(common.data_version) it was computed from, and reused while the data since is that data plus
-appended rows all dated after the baseline date (features at a date read only the rows dated on or
-before it). Anything else (a rebuild, an edited table, a late row dated on or before the baseline,
-a row without a date) computes it again.
+A champion's PSI baseline is the population it scored when it was trained: the binned features at
+the data end it saw (drift.baseline_as_of). That date stays the same from one weekly refresh to
+the next until the model is retrained, and computing the features there is a full feature
+snapshot (at N=20 about a second of every refresh, for each model). As in any deployment monitor,
+the reference is frozen: the run that trains the champion stores the population it scores
+(drift_report runs in the training run with the baseline date = as_of), and later runs read it.
+
+It is kept while the data is the data it was computed from plus appended rows (ingestion's append
+log, common.data_version): appends add rows, they never change the ones the champion saw. Late
+rows dated on or before the baseline date are not part of that population (the champion never
+scored them), so they do not change it either. Anything else (a rebuild, an edited or deleted
+line) computes it again from the data as it is then: the features at the baseline date.
 
 The key holds the model, its version and artifact hash, the baseline date, the bins and the
 feature list, and BASELINE_VERSION: raise it when a feature's definition changes, so that no
@@ -37,15 +40,15 @@ def baseline_key(model: str, champion: dict, base_date: dt.date, bins: int, feat
     }, sort_keys=True)
 
 
-def stored_reference(con, key: str, base_date: dt.date, compute: Callable[[], dict]) -> tuple[dict, bool]:
-    """(reference distribution, reused?): the stored one when the data it was computed from is still
-    valid at `base_date` (see the module docstring), else `compute()`, stored for the next run."""
+def stored_reference(con, key: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+    """(reference distribution, reused?): the stored one while the data is the data it was
+    computed from plus appends (see the module docstring), else `compute()`, stored for later runs."""
     current = data_version.data_fingerprint(con)
     row = None
     if table_exists(con, "baselines", schema=SCHEMA):
         row = con.execute(f"SELECT data_fingerprint, reference FROM {TABLE} WHERE key = ?", [key]).fetchone()
-    if row is not None and unchanged_up_to(con, row[0], current, base_date):
-        if row[0] != current:  # the next run checks only the rows appended after this one
+    if row is not None and (row[0] == current or data_version.appended_since(con, row[0], current) is not None):
+        if row[0] != current:  # the next run follows the append log from here
             con.execute(f"UPDATE {TABLE} SET data_fingerprint = ? WHERE key = ?", [current, key])
         return json.loads(row[1]), True
     reference = compute()
@@ -55,23 +58,3 @@ def stored_reference(con, key: str, base_date: dt.date, compute: Callable[[], di
     con.execute(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, current_timestamp)",
                 [key, current, json.dumps(reference)])
     return reference, False
-
-
-def unchanged_up_to(con, built_from: str, current: str, base_date: dt.date) -> bool:
-    """True when the data `current` is the data `built_from` plus appended rows that all have an
-    order date after `base_date` (in the cleaned and in the quarantined lines)."""
-    if built_from == current:
-        return True
-    appended = data_version.appended_since(con, built_from, current)
-    if appended is None:
-        return False
-    for table in data_version.TABLES:
-        if not table_exists(con, table):
-            continue
-        early = con.execute(
-            f"SELECT count(*) FROM {table} WHERE {appended.where(table)} "
-            "AND (order_date IS NULL OR order_date <= ?)", [base_date],
-        ).fetchone()[0]
-        if early:
-            return False
-    return True

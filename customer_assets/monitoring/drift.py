@@ -180,10 +180,9 @@ def model_psi(con, name: str, as_of: dt.date, exempt: set,
 def _baseline(con, name: str, champion: dict, base_date: dt.date, as_of: dt.date, current: pd.DataFrame,
               fn: Callable, features: list, bins: int, stored: bool) -> dict:
     """The reference distribution of the features at the baseline date. With the stage's own
-    feature function (`stored`) it is kept in the warehouse between runs (monitoring.baselines):
-    the date stays the same from one refresh to the next until the model is retrained. The run
-    that trains a champion stores it too (then the baseline is today's population, `current`), so
-    the first weekly refresh after it already reads it."""
+    feature function (`stored`) it is frozen in the warehouse when first computed (monitoring.
+    baselines): usually by the run that trains the champion, where the baseline is that run's own
+    population (`current`); the weekly refreshes after it read it."""
 
     def compute() -> dict:
         frame = current if base_date == as_of else fn(con, base_date)
@@ -192,7 +191,7 @@ def _baseline(con, name: str, champion: dict, base_date: dt.date, as_of: dt.date
     if not stored or is_read_only(con):
         return compute()
     key = baselines.baseline_key(name, champion, base_date, bins, features)
-    return baselines.stored_reference(con, key, base_date, compute)[0]
+    return baselines.stored_reference(con, key, compute)[0]
 
 
 # (database, data fingerprint, snapshot, horizon, model version, artifact sha256) -> (frame, p):
