@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from customer_assets import paths
+from customer_assets.common.threads import available_cores
 from customer_assets.settings import AnalyticsSettings
 
 
@@ -80,10 +81,7 @@ class _ThreadShares:
 
     @staticmethod
     def cores() -> int:
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
+        return available_cores()
 
     def _set(self, conn, n_open: int) -> None:
         conn.execute(f"SET threads = {max(1, self.cores() // max(1, n_open))}")

@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def fit_threads() -> int:
     """All cores available to this process when the machine is otherwise idle, else 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     if cores <= 1:
         return 1
     try:
