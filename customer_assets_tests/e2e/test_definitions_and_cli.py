@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,8 @@ def _env(tmp_path: Path, source: Path) -> dict:
     })
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
     (tmp_path / "incoming").mkdir(exist_ok=True)
+    # the project's instance, as `make run` uses it (its event log storage included)
+    shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
     return env
 
 

@@ -50,6 +50,8 @@ def _env(tmp_path: Path, source: Path) -> dict:
     env = dict(os.environ)
     for d in ("dagster_home", "incoming"):
         (tmp_path / d).mkdir(exist_ok=True)
+    # the project's instance, as `make dev` uses it (its event log storage included)
+    shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
     env.update({
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "DAGSTER_DISABLE_TELEMETRY": "1",
