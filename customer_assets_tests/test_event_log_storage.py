@@ -84,6 +84,41 @@ def test_same_files_as_dagsters_storage_both_ways(tmp_path):
     assert stock.get_asset_records([dg.AssetKey("tiny")])[0].asset_entry.last_materialization.run_id == second.run_id
 
 
+def _dbapi_connection(storage, shard):
+    with storage.run_connection(shard) as conn:
+        conn.execute(sqlalchemy.text("SELECT 1"))
+        return conn.connection.dbapi_connection
+
+
+def test_one_connection_per_file_stays_open_and_sees_other_writers(tmp_path):
+    """The held connection is reused, and a writer in another storage (another process's view of the
+    same files) is seen at once, both ways."""
+    base = str(tmp_path / "runs")
+    ours, stock = els.CachedSqliteEventLogStorage(base), SqliteEventLogStorage(base)
+    first = _dbapi_connection(ours, "run_a")
+    assert _dbapi_connection(ours, "run_a") is first
+    with dg.instance_for_test() as helper:
+        run = dg.materialize([tiny], instance=helper)
+        events = helper.get_records_for_run(run.run_id, limit=1000).records
+    for record in events[:5]:
+        ours.store_event(record.event_log_entry)
+    assert len(stock.get_records_for_run(run.run_id, limit=1000).records) == 5
+    for record in events[5:]:
+        stock.store_event(record.event_log_entry)
+    assert len(ours.get_records_for_run(run.run_id, limit=1000).records) == len(events)
+    ours.dispose()
+    # the last connection closed: SQLite has folded its write-ahead log back into the file
+    assert not (tmp_path / "runs" / f"{run.run_id}.db-wal").exists()
+
+
+def test_wipe_closes_the_connections_before_deleting_the_files(tmp_path):
+    storage = els.CachedSqliteEventLogStorage(str(tmp_path / "runs"))
+    first = _dbapi_connection(storage, "run_a")
+    storage.wipe()
+    assert not (tmp_path / "runs" / "run_a.db").exists()
+    assert _dbapi_connection(storage, "run_a") is not first  # a new file, a new connection
+
+
 def test_passed_migration_checks_are_not_asked_again(tmp_path, monkeypatch):
     storage = els.CachedSqliteEventLogStorage(str(tmp_path / "runs"))
     asked = []
