@@ -67,9 +67,12 @@ def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
     nothing: it is measured here too and saved with the explicit box (two layouts; savefig(
     bbox_inches="tight") made three for it), same pixels.
     The PNG is written with zlib level PNG_COMPRESS_LEVEL: the same pixels, encoded faster."""
-    from customer_assets.common.plotting import hold_matplotlib
+    from customer_assets.common.plotting import FIGURE_COUNTED, figure_closed, figure_opened
 
-    hold_matplotlib()  # matplotlib is not thread-safe: see common/plotting
+    # matplotlib is not thread-safe (see common/plotting): held while rendering. A figure made by
+    # plotting.subplots was counted open when it was made; any other is counted now. Closed below.
+    if not getattr(fig, FIGURE_COUNTED, False):
+        figure_opened()
     import matplotlib as mpl
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -114,6 +117,7 @@ def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
         return buf.getvalue()
     finally:
         close_figure(fig)
+        figure_closed()
 
 
 def table_metadata(con, table: str, preview_rows: int = 10, order_by: Optional[str] = None) -> dict:

@@ -19,17 +19,20 @@ import threading
 
 # matplotlib is not thread-safe even across separate figures: font objects, text-size caches and the
 # mathtext parser are shared (two steps drawing at once broke a tick label's mathtext parse). Steps
-# that run at once in threads (executor.py) therefore take turns: a step's first use of matplotlib
-# through this module (or common.metadata's PNG rendering) takes this lock, and the step keeps it
-# until it ends (the executor calls `release_held` when the step's thread finishes), so one step's
-# figures are finished before another step draws. Most steps draw at their end, after their queries.
+# that run at once in threads (executor.py) therefore take turns, one figure at a time:
+# - a figure made by `subplots` takes this lock, and the thread keeps it while any of its figures is
+#   open; common.metadata.fig_to_png_bytes, which renders and closes a figure, gives it back after the
+#   thread's last open figure (`figure_closed`), so another step draws between this step's figures
+#   (a report that draws a figure per section no longer keeps every other step's figure waiting);
+# - any use of pyplot itself (the `plt` stand-in below) keeps it until the step ends, as does a figure
+#   never rendered: the executor calls `release_held` when the step's thread finishes.
 _LOCK = threading.RLock()
-_HELD = threading.local()
+_HELD = threading.local()  # .held: the thread has the lock; .figures: its open figures; .pinned: to the end
 LOCK_TIMEOUT_S = 1800
+FIGURE_COUNTED = "_customer_assets_counted_open"  # set on figures made by `subplots` (counted open)
 
 
-def hold_matplotlib() -> None:
-    """Take matplotlib for the current thread (once; kept until `release_held`)."""
+def _take() -> None:
     if getattr(_HELD, "held", False):
         return
     if not _LOCK.acquire(timeout=LOCK_TIMEOUT_S):
@@ -37,8 +40,31 @@ def hold_matplotlib() -> None:
     _HELD.held = True
 
 
+def hold_matplotlib() -> None:
+    """Take matplotlib for the current thread until `release_held` (the step's end)."""
+    _take()
+    _HELD.pinned = True
+
+
+def figure_opened() -> None:
+    """A figure is being made on this thread: take matplotlib until it is closed (`figure_closed`)."""
+    _take()
+    _HELD.figures = getattr(_HELD, "figures", 0) + 1
+
+
+def figure_closed() -> None:
+    """A figure of this thread was rendered and closed: give matplotlib back if it was the last one
+    open and the thread has not used pyplot itself."""
+    _HELD.figures = max(getattr(_HELD, "figures", 0) - 1, 0)
+    if not _HELD.figures and not getattr(_HELD, "pinned", False) and getattr(_HELD, "held", False):
+        _HELD.held = False
+        _LOCK.release()
+
+
 def release_held() -> None:
     """Give matplotlib back if the current thread holds it (the executor, at the end of a step)."""
+    _HELD.figures = 0
+    _HELD.pinned = False
     if getattr(_HELD, "held", False):
         _HELD.held = False
         _LOCK.release()
@@ -50,8 +76,9 @@ def subplots(nrows: int = 1, ncols: int = 1, *, sharex=False, sharey=False, sque
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    hold_matplotlib()
+    figure_opened()
     fig = Figure(**fig_kw)
+    setattr(fig, FIGURE_COUNTED, True)
     FigureCanvasAgg(fig)
     axs = fig.subplots(nrows=nrows, ncols=ncols, sharex=sharex, sharey=sharey, squeeze=squeeze,
                        subplot_kw=subplot_kw, gridspec_kw=gridspec_kw, height_ratios=height_ratios,
@@ -79,4 +106,4 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__all__ = ["plt", "subplots", "hold_matplotlib", "release_held"]
+__all__ = ["plt", "subplots", "hold_matplotlib", "figure_opened", "figure_closed", "release_held"]
