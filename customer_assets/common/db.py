@@ -74,6 +74,24 @@ def transaction(con: duckdb.DuckDBPyConnection):
         raise
 
 
+@contextmanager
+def fsst_disabled(con: duckdb.DuckDBPyConnection):
+    """DuckDB writes strings without FSST compression inside the block (dictionary and the other
+    methods stay): a speed setting only, the rows are the same. The setting is database-wide, for
+    every connection of the process, so it is used only where one step writes alone (ingestion).
+    A DuckDB without the setting just writes as usual."""
+    try:
+        con.execute("SET disabled_compression_methods = 'fsst'")
+        disabled = True
+    except duckdb.Error:
+        disabled = False
+    try:
+        yield
+    finally:
+        if disabled:
+            con.execute("RESET disabled_compression_methods")
+
+
 def replace_table(
     con: duckdb.DuckDBPyConnection,
     name: str,

@@ -79,3 +79,28 @@ def test_quality_checks_only_the_appended_rows_and_still_finds_a_violation(tmp_p
     assert not inc["passed"]  # "10 06" is not a well-formed order id
     bad = inc["table"].set_index("expectation").loc["order_id well formed"]
     assert bad["full_table_violations"] == 1
+
+
+def test_ingestion_writes_and_settles_strings_without_fsst_and_resets_the_setting(tmp_path):
+    """FSST is a speed setting of ingestion alone (common.db.fsst_disabled): the weekly append's
+    rows are written and checkpointed without it, and the database-wide setting is reset after."""
+    from conftest import RETAIL_MAPPING, RETAIL_PARQUET
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    # two real slices of Online Retail: 60,000 lines, then the next 30,000 as a new file
+    for name, offset, n in (("a.parquet", 0, 60_000), ("b.parquet", 60_000, 30_000)):
+        con.execute(f"COPY (SELECT * FROM read_parquet('{RETAIL_PARQUET}') LIMIT {n} OFFSET {offset}) "
+                    f"TO '{folder / name}' (FORMAT parquet)")
+        ingest(con, str(folder / name) if name == "a.parquet" else str(folder), str(RETAIL_MAPPING), None)
+    assert con.execute("SELECT count(*) FROM ingested_files").fetchone()[0] == 2
+    assert con.execute("SELECT current_setting('disabled_compression_methods')").fetchone()[0] in ("", None)
+    methods = {r[0] for r in con.execute(
+        "SELECT compression FROM pragma_storage_info('cleaned_transactions') UNION "
+        "SELECT compression FROM pragma_storage_info('quarantined_transactions')").fetchall()}
+    assert "FSST" not in methods
+    # with the setting reset, the next write may use FSST again (the same JSON raw rows compress so)
+    con.execute("CREATE TABLE again AS SELECT * FROM quarantined_transactions")
+    con.execute("CHECKPOINT")
+    assert "FSST" in {r[0] for r in con.execute("SELECT compression FROM pragma_storage_info('again')").fetchall()}
