@@ -32,12 +32,25 @@ LOCK_TIMEOUT_S = 1800
 FIGURE_COUNTED = "_customer_assets_counted_open"  # set on figures made by `subplots` (counted open)
 
 
+# Set once, before the first figure: text is rasterised without snapping glyphs to the pixel grid
+# (font hinting off). Most of a figure's rendering time is its text: a 30-bar chart with its labels
+# renders in 0.16 s instead of 0.21 s; the charts look the same at the 80-90 dpi we draw at (PSI chart
+# compared side by side; text a hair narrower).
+STYLE = {"text.hinting": "none"}
+_STYLED: list = []
+
+
 def _take() -> None:
     if getattr(_HELD, "held", False):
         return
     if not _LOCK.acquire(timeout=LOCK_TIMEOUT_S):
         raise RuntimeError(f"matplotlib was held by another step for {LOCK_TIMEOUT_S} s: is a step stuck while drawing?")
     _HELD.held = True
+    if not _STYLED:  # under the lock: no figure is being drawn
+        import matplotlib
+
+        matplotlib.rcParams.update(STYLE)
+        _STYLED.append(True)
 
 
 def hold_matplotlib() -> None:

@@ -84,3 +84,15 @@ def test_a_figure_left_unrendered_keeps_matplotlib_until_the_step_ends():
         assert other.drew.wait(5) and other.done.wait(5)
     finally:
         plotting.release_held()
+
+
+def test_first_figure_sets_the_style():
+    code = (
+        "import matplotlib\n"
+        "from customer_assets.common import plotting\n"
+        "assert matplotlib.rcParams['text.hinting'] != 'none'\n"
+        "fig, ax = plotting.subplots()\n"
+        "print(matplotlib.rcParams['text.hinting'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "none"
