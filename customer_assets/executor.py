@@ -19,6 +19,7 @@ running ones where their Python code next runs (a DuckDB query in progress finis
 """
 
 import ctypes
+import importlib
 import os
 import queue
 import threading
@@ -86,6 +87,7 @@ class ThreadedInProcessExecutor(Executor):
 
     def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
         collect_garbage_less()
+        import_lazy_modules()
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps in process (pid: {os.getpid()}), up to {self.max_concurrent} at a time in threads",
@@ -180,6 +182,24 @@ class ThreadedInProcessExecutor(Executor):
                 running[key][2].append(event)
                 yield event
                 active.handle_event(event)
+
+
+# Modules that libraries import lazily, from inside calls, and that more than one thread may then
+# import at once. SQLAlchemy imports sqlalchemy.orm from inside some statements: a run's threads store
+# events and read asset records (Dagster's SQLite storage) while a step, or common/warm_imports through
+# Great Expectations, imports the ORM; a thread then met the half-imported module and its step failed
+# ("partially initialized module 'sqlalchemy.orm.exc' has no attribute 'UnmappedClassError'", seen in
+# customer_report's data-version lookup while the GE step imported GE beside it). Imported once, in
+# the run's main thread, before any step thread starts (53 ms).
+LAZY_MODULES = ("sqlalchemy.orm",)
+
+
+def import_lazy_modules() -> None:
+    for name in LAZY_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an instance without SQLAlchemy: nothing imports it lazily either
+            pass
 
 
 _FREEZE_AT_EXIT = threading.Lock()

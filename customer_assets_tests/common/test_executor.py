@@ -108,6 +108,22 @@ def serial_job():
     ).resolve_job_def("serial")
 
 
+@dg.asset
+def orm_probe():
+    """Writes whether SQLAlchemy's ORM was imported when a step's own code began."""
+    import sys
+
+    with open(os.environ["ORM_PROBE_FILE"], "w") as f:
+        f.write(str("sqlalchemy.orm" in sys.modules))
+
+
+def orm_probe_job():
+    return dg.Definitions(
+        assets=[orm_probe], executor=threaded_in_process_executor,
+        jobs=[dg.define_asset_job("orm_probe", selection="orm_probe")],
+    ).resolve_job_def("orm_probe")
+
+
 @pytest.fixture
 def instance(tmp_path):
     with dg.instance_for_test(
@@ -239,3 +255,27 @@ def test_after_a_run_the_garbage_collector_leaves_the_long_lived_objects_alone()
     threshold, frozen = out.stdout.strip().rsplit("\n", 1)[-1].split(" frozen=")
     assert int(threshold) == 50_000  # Python's default is 700
     assert int(frozen) > 100_000  # every object of the process, not a handful
+
+
+def test_modules_libraries_import_lazily_are_imported_before_the_step_threads_start(tmp_path):
+    """SQLAlchemy imports its ORM from inside statements; two threads doing that at once failed a step
+    (executor.LAZY_MODULES). A fresh process that had not imported it sees it imported by the time a
+    step's code runs."""
+    import subprocess
+    import sys
+
+    probe = tmp_path / "orm.txt"
+    code = (
+        "import sys\n"
+        "import dagster as dg\n"
+        "from customer_assets_tests.common.test_executor import orm_probe_job\n"
+        "assert 'sqlalchemy.orm' not in sys.modules, 'imported before the run: the test cannot tell'\n"
+        "with dg.instance_for_test() as instance:\n"
+        "    with dg.execute_job(dg.reconstructable(orm_probe_job), instance=instance) as result:\n"
+        "        assert result.success\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ORM_PROBE_FILE": str(probe)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert probe.read_text() == "True"
