@@ -243,7 +243,10 @@ def churn_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setti
     group_name=GROUP,
     kinds={"duckdb", "sklearn"},
     pool="duckdb",
-    deps=["churn_model", "cleaned_transactions"],
+    # customer_features: scored from the features as of as_of, the snapshot that asset writes. Run after
+    # it, the scoring reads them from the run's feature cache (customers/features.py) instead of
+    # computing the same snapshot again beside it (N=20 weekly refresh: ~0.6 s of CPU)
+    deps=["churn_model", "cleaned_transactions", "customer_features"],
     description="Every current customer (an order on or before as_of) scored by the registered churn "
     "champion (loaded only through the registry, hash verified; falls back to the last good version): "
     "churn_probability, risk_band (High > risk_high, Low < risk_low, the bounds themselves Medium) and the "

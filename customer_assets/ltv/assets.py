@@ -172,7 +172,9 @@ def ltv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource, setting
     group_name=GROUP,
     kinds={"duckdb"},
     pool="duckdb",
-    deps=["cleaned_transactions", "clv_model", "ltv_model"],
+    # customer_features: the XGBoost model scores the features as of as_of, that asset's snapshot
+    # (read from the run's feature cache when it ran first; see churn_scores)
+    deps=["cleaned_transactions", "clv_model", "ltv_model", "customer_features"],
     description="One row per current customer: expected purchases in the horizon and probability alive "
     "(BG/NBD family), expected average order value (Gamma-Gamma), discounted CLV over clv_months months "
     "(clv_12m), XGBoost predicted horizon spend, historical spend, and value decile (10 = most valuable, "

@@ -136,3 +136,14 @@ def test_dagster_dev_serves_the_code_location(tmp_path):
     finally:
         code = stop(proc)
     assert proc.poll() is not None and code is not None
+
+
+def test_scorers_run_after_customer_features_and_reuse_its_snapshot():
+    """churn_scores and customer_ltv score the features as of as_of that customer_features writes: they
+    depend on it, so in a run they read the snapshot from the run's feature cache instead of computing
+    it again at the same time (customers/features.py)."""
+    from customer_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for scorer in ("churn_scores", "customer_ltv"):
+        assert dg.AssetKey("customer_features") in graph.get(dg.AssetKey(scorer)).parent_keys, scorer
