@@ -34,8 +34,12 @@ def df_to_markdown(df: pd.DataFrame, max_rows: int = 10, floatfmt: str = ".4g") 
 
 def fig_to_md(fig, alt: str = "plot", dpi: int = 90) -> str:
     """A matplotlib figure as an inline base64 PNG in markdown (the Dagster UI renders it)."""
-    data = base64.b64encode(fig_to_png_bytes(fig, dpi)).decode()
-    return f"![{alt}](data:image/png;base64,{data})"
+    return png_to_md(fig_to_png_bytes(fig, dpi), alt)
+
+
+def png_to_md(png: bytes, alt: str = "plot") -> str:
+    """PNG bytes as an inline base64 image in markdown."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 # zlib level of the PNGs written by fig_to_png_bytes (Pillow's default is 6): the decoded pixels are the

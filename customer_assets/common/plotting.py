@@ -46,7 +46,12 @@ def _take() -> None:
     if not _LOCK.acquire(timeout=LOCK_TIMEOUT_S):
         raise RuntimeError(f"matplotlib was held by another step for {LOCK_TIMEOUT_S} s: is a step stuck while drawing?")
     _HELD.held = True
-    if not _STYLED:  # under the lock: no figure is being drawn
+    apply_style()  # under the lock: no figure is being drawn
+
+
+def apply_style() -> None:
+    """matplotlib's rcParams for every figure of the project (STYLE), set once."""
+    if not _STYLED:
         import matplotlib
 
         matplotlib.rcParams.update(STYLE)
@@ -119,4 +124,4 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__all__ = ["plt", "subplots", "hold_matplotlib", "figure_opened", "figure_closed", "release_held"]
+__all__ = ["plt", "subplots", "hold_matplotlib", "figure_opened", "figure_closed", "release_held", "apply_style"]

@@ -11,10 +11,12 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.common.db import quote_ident, replace_table, resolve_as_of, table_exists
-from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
+from customer_assets.common.figure_cache import table_figure_png
+from customer_assets.common.metadata import df_to_markdown, fig_to_md, png_to_md, table_metadata
 from customer_assets.common.plotting import plt
 from customer_assets.common.sampling import sample_customers
 from customer_assets.customers import checks, cohorts, loyalty, personas, rfm
+from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
 from customer_assets.customers.features import (
     FEATURE_COLUMNS,
     OPTIONAL_FEATURES,
@@ -152,14 +154,8 @@ def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mate
             if has_price
             else "not used: the source has no product_id / quantity / unit_price, so there is no price signal"
         )
-        fig, ax1 = plt.subplots(figsize=(10, 4))
-        x = np.arange(len(summary))
-        ax1.bar(x - 0.2, summary["customer_share"] * 100, 0.4, label="% of customers", color="#3b75af")
-        ax1.bar(x + 0.2, summary["revenue_share"] * 100, 0.4, label="% of revenue", color="#ef8636")
-        ax1.set_xticks(x, summary["segment"], rotation=35, ha="right")
-        ax1.set_ylabel("%")
-        ax1.legend()
-        ax1.set_title("RFM segments: share of customers and of revenue")
+        # drawn from the table (customers/figures.py): the report shows the same PNG, rendered once
+        chart = png_to_md(table_figure_png(con, ("rfm_segments",), segments_figure), "segments")
         rules = rfm.SEGMENT_RULES.assign(
             price_sensitive=rfm.SEGMENT_RULES["price_sensitive"].map({True: "yes", None: "any"}).fillna("any")
         )
@@ -168,7 +164,7 @@ def rfm_segments(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.Mate
                 **table_metadata(con, "rfm_segments", order_by="monetary DESC"),
                 "segments": dg.MetadataValue.md(df_to_markdown(summary, max_rows=20)),
                 "segment_sizes": dg.MetadataValue.json(dict(zip(summary["segment"], map(int, summary["customers"])))),
-                "segment_chart": dg.MetadataValue.md(fig_to_md(fig, "segments")),
+                "segment_chart": dg.MetadataValue.md(chart),
                 "rule_table": dg.MetadataValue.md(df_to_markdown(rules, max_rows=20)),
                 "price_sensitive": dg.MetadataValue.text(price_note),
                 "champions_validation": dg.MetadataValue.json(validation),
@@ -437,7 +433,8 @@ def cohort_retention(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg.
                 "cohorts": dg.MetadataValue.int(int(df["cohort_month"].nunique())),
                 "mean_month1_retention_pct": dg.MetadataValue.float(
                     float(m1["retention_pct"].mean()) if len(m1) else 0.0),
-                "heatmap": dg.MetadataValue.md(fig_to_md(cohorts.heatmap(df), "cohort retention heatmap")),
+                "heatmap": dg.MetadataValue.md(png_to_md(
+                    table_figure_png(con, ("cohort_retention",), cohort_heatmap_figure), "cohort retention heatmap")),
             },
             check_results=[checks.cohorts_result(con, df)],
         )

@@ -21,7 +21,10 @@ import pandas as pd
 from customer_assets.actions import inputs as _inputs
 from customer_assets.common import db as _db
 from customer_assets.common.db import quote_ident
+from customer_assets.common.figure_cache import table_figure_png
 from customer_assets.common.metadata import fig_to_png_bytes
+from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
+from customer_assets.warehouse.figures import region_figure, trend_figure
 from customer_assets.common.plotting import plt
 
 BLUE, RED, GREY = "#2e86c1", "#c0392b", "#95a5a6"
@@ -114,8 +117,14 @@ def html_table(df: pd.DataFrame, max_rows: int = 15, digits: int = 2) -> str:
 
 
 def img(fig, alt: str) -> str:
-    data = base64.b64encode(fig_to_png_bytes(fig, dpi=80)).decode()
-    return f"<img alt='{esc(alt)}' src='data:image/png;base64,{data}'/>"
+    return img_png(fig_to_png_bytes(fig, dpi=80), alt)
+
+
+def img_png(png: bytes, alt: str) -> str:
+    """PNG bytes as an inline image. The figures the assets draw from their own table (sales trend,
+    regions, segments, cohorts) come from common/figure_cache: the same picture as in the asset's
+    metadata, rendered once per run."""
+    return f"<img alt='{esc(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
 
 
 def note(text: str) -> str:
@@ -204,13 +213,6 @@ def sales_trend(con) -> Section:
     if grain is not None and df[grain].astype(str).str.lower().str.startswith("month").any():
         df = df[df[grain].astype(str).str.lower().str.startswith("month")]
     df = df.sort_values(date_col)
-    x = pd.to_datetime(df[date_col])
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(x, df[rev], marker="o", color=BLUE)
-    ax.set_title("Revenue per period")
-    ax.set_ylabel(rev)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
     facts = {}
     md = []
     if len(df) >= 2:
@@ -219,7 +221,8 @@ def sales_trend(con) -> Section:
         md.append(f"- Best period {facts['best_period']}: £{facts['best_revenue']:,.0f}")
     cols = [c for c in [date_col, rev, pick(df.columns, "orders"), pick(df.columns, "active_customers", "customers"),
                         pick(df.columns, "avg_order_value", "aov")] if c]
-    body = img(fig, "sales trend") + html_table(df[list(dict.fromkeys(cols))].tail(13), 13)
+    body = img_png(table_figure_png(con, ("sales_trends",), trend_figure), "sales trend") + \
+        html_table(df[list(dict.fromkeys(cols))].tail(13), 13)
     last_date = _last_order_date(con)
     if last_date is not None and len(df):
         last_start = pd.Timestamp(df[date_col].iloc[-1])
@@ -303,7 +306,7 @@ def revenue_by_region(con) -> Section:
     lead_share = float(df.iloc[0][rev] / total) if total else 0.0
     facts = {"top_region": str(df.iloc[0][region]), "top_region_share": lead_share, "regions": len(df)}
     md = [f"- {facts['top_region']} brings {lead_share:.0%} of revenue ({len(df)} countries)"]
-    chart = _barh(top[region].astype(str), top[rev], "Revenue by country (top 10, log scale)", log=True)
+    chart = img_png(table_figure_png(con, ("revenue_by_region",), region_figure), "revenue by region")
     return Section("revenue_by_region", title, chart + html_table(top, 10), md, facts)
 
 
@@ -322,17 +325,11 @@ def segments(con) -> Section:
     df["customer_share"] = df["customers"] / df["customers"].sum()
     if df["revenue"].notna().any():
         df["revenue_share"] = df["revenue"] / df["revenue"].sum()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.barh(df["segment"][::-1], df["customers"][::-1], color=BLUE)
-    a1.set_title("Customers per segment")
-    a2.barh(df["segment"][::-1], df["revenue"].fillna(0)[::-1], color=RED)
-    a2.set_title("Revenue per segment")
-    a2.set_yticklabels([])
-    fig.tight_layout()
     facts = {"segments": df.to_dict("records")}
     md = [f"- {r.segment}: {r.customers:,} customers" + (f", {r.revenue_share:.0%} of revenue" if "revenue_share" in df else "")
           for r in df.head(5).itertuples()]
-    return Section("segments", title, img(fig, "segments") + html_table(df, 15), md, facts)
+    chart = img_png(table_figure_png(con, ("rfm_segments",), segments_figure), "segments")
+    return Section("segments", title, chart + html_table(df, 15), md, facts)
 
 
 def cohorts(con) -> Section:
@@ -343,22 +340,12 @@ def cohorts(con) -> Section:
     need = {"cohort_month", "months_since_acquisition", "retention_pct"}
     if not need <= set(df.columns):
         return missing_section("cohorts", title, None, f"cohort_retention lacks {sorted(need - set(df.columns))}")
-    pivot = df.pivot_table(index="cohort_month", columns="months_since_acquisition", values="retention_pct")
-    pivot.index = [str(pd.Timestamp(i).date())[:7] for i in pivot.index]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(pivot) + 1.5))
-    im = ax.imshow(pivot.to_numpy(dtype=float), aspect="auto", cmap="Blues", vmin=0,
-                   vmax=np.nanpercentile(pivot.to_numpy(dtype=float)[:, 1:], 99) if pivot.shape[1] > 1 else None)
-    ax.set_yticks(range(len(pivot)), pivot.index, fontsize=7)
-    ax.set_xticks(range(pivot.shape[1]), [str(c) for c in pivot.columns], fontsize=7)
-    ax.set_xlabel("months since acquisition")
-    ax.set_title("Retention % by acquisition cohort")
-    fig.colorbar(im, ax=ax, fraction=0.03)
     curve, excluded = retention_curve(df, _last_order_date(con))
     facts = {f"m{m}": float(curve[m]) for m in (1, 3, 6, 12) if m in curve.index}
     scale = 100.0 if df["retention_pct"].max() > 1.5 else 1.0  # percent or fraction
     facts["scale"] = scale
     md = [f"- Average retention month {m[1:]}: {v / scale:.0%}" for m, v in facts.items() if m.startswith("m")]
-    body = img(fig, "cohort heatmap")
+    body = img_png(table_figure_png(con, ("cohort_retention",), cohort_heatmap_figure), "cohort heatmap")
     if excluded:
         body += note("Averages (recommendations) leave out " + "; ".join(excluded) + ".")
     curve_df = curve.rename("avg_retention_pct").reset_index().head(13).T

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from customer_assets.common import plotting  # noqa: F401  (Agg backend)
+from customer_assets.common import plotting
 from customer_assets.common.metadata import fig_to_md, fig_to_png_bytes
+
+# the project's style, as every figure of a run has it (the first figure sets it): the references
+# below are drawn by pyplot directly, which would otherwise draw before it is set
+plotting.apply_style()
 
 
 def _bars(long_labels: bool):
