@@ -78,8 +78,10 @@ def transaction(con: duckdb.DuckDBPyConnection):
 def fsst_disabled(con: duckdb.DuckDBPyConnection):
     """DuckDB writes strings without FSST compression inside the block (dictionary and the other
     methods stay): a speed setting only, the rows are the same. The setting is database-wide, for
-    every connection of the process, so it is used only where one step writes alone (ingestion).
-    A DuckDB without the setting just writes as usual."""
+    every connection of the process: ingestion uses it while it runs alone; the star's rebuild of
+    its intermediates (warehouse/star.py) also uses it, while another step may write beside it (it
+    can then write strings without FSST too: the same rows, a little larger). A DuckDB without the
+    setting just writes as usual."""
     try:
         con.execute("SET disabled_compression_methods = 'fsst'")
         disabled = True
