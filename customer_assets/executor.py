@@ -247,8 +247,9 @@ def critical_path_first(execution_plan: ExecutionPlan, seconds: dict | None = No
     with one (1 s when none has). Starting the long path early keeps the second thread busy with the
     short side branches instead of leaving the long path for the end; weighing by time also starts
     a long step without successors before a string of quick ones, instead of last, beside the
-    final report (the weekly refresh's persona step, which drew its figures while the report waited
-    for matplotlib, one step at a time, and ended the run on one core)."""
+    final report (the weekly refresh's persona step, which then drew its figures while the report
+    waited for matplotlib, taken a step at a time until common/plotting took it per figure, and
+    ended the run on one core)."""
     steps = execution_plan.get_steps_to_execute_in_topo_order()
     seconds = dict(seconds or {})
     known = sorted(seconds.values())

@@ -23,9 +23,9 @@ from customer_assets.common import db as _db
 from customer_assets.common.db import quote_ident
 from customer_assets.common.figure_cache import table_figure_png
 from customer_assets.common.metadata import fig_to_png_bytes
+from customer_assets.common.plotting import plt
 from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
 from customer_assets.warehouse.figures import region_figure, trend_figure
-from customer_assets.common.plotting import plt
 
 BLUE, RED, GREY = "#2e86c1", "#c0392b", "#95a5a6"
 
