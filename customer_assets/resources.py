@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from customer_assets import paths
+from customer_assets.common.db import defer_vacuum
 from customer_assets.common.threads import available_cores
 from customer_assets.settings import AnalyticsSettings
 
@@ -51,6 +52,7 @@ class WarehouseResource(DuckDBResource):
             try:
                 if shares is not None:
                     shares.opened(conn)
+                defer_vacuum(conn)  # appends write their own rows only; ingestion compacts now and then
                 yield conn
             finally:
                 try:

@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
 import duckdb
 
-from customer_assets.common.db import table_exists
+from customer_assets.common.db import ROW_GROUP_ROWS, table_exists, vacuum_allowed
 
 TABLES = ("cleaned_transactions", "quarantined_transactions")
 LOG_SCHEMA = "ingestion_log"
 LOG_TABLE = f"{LOG_SCHEMA}.appends"
 LOG_KEEP = 200  # appends kept: a consumer older than that many weekly loads rebuilds
+# Ingestion compacts the warehouse (a checkpoint that merges row groups, see common.db.defer_vacuum)
+# once a transaction table has this many row groups more than its rows need: each weekly append
+# leaves about one partly filled row group per table, so one append in about 8 pays for merging
+# them and the others write only their own rows.
+COMPACT_AFTER = 8
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str):
@@ -141,9 +146,10 @@ def record_append(con: duckdb.DuckDBPyConnection, before: str, counts_before: tu
     """Log an append that took the data from fingerprint `before` (row counts `counts_before`) to
     the current state; returns the new fingerprint. Called by ingestion after an incremental load,
     outside any transaction: it checkpoints first, so the fingerprint recorded is the stable,
-    layout-based one that later steps (new connections) compute too."""
+    layout-based one that later steps (new connections) compute too. That checkpoint compacts (merges
+    row groups) only once the transactions carry COMPACT_AFTER surplus row groups."""
     forget_fingerprints()  # the transactions were just written
-    after = _settled_fingerprint(con)
+    after = _settled_fingerprint(con, compact=surplus_row_groups(con) >= COMPACT_AFTER)
     counts_after = row_counts(con)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LOG_SCHEMA}")
     con.execute(
@@ -164,22 +170,38 @@ def record_append(con: duckdb.DuckDBPyConnection, before: str, counts_before: tu
     return after
 
 
-def _settled_fingerprint(con: duckdb.DuckDBPyConnection, attempts: int = 4) -> str:
-    """The fingerprint once checkpoints no longer change the layout.
+def surplus_row_groups(con: duckdb.DuckDBPyConnection) -> int:
+    """The most row groups a transaction table has beyond the fewest that would hold its rows
+    (written and not yet checkpointed rows included): what deferred vacuums left behind."""
+    surplus = 0
+    for t in TABLES:
+        if table_exists(con, t):
+            groups, rows = con.execute(
+                f"SELECT (SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{t}')), "
+                f"(SELECT count(*) FROM {t})").fetchone()
+            surplus = max(surplus, groups - -(-rows // ROW_GROUP_ROWS))
+    return surplus
 
-    One CHECKPOINT after an append is not always the last word: the next one can merge the
-    partly filled row groups the first one wrote (seen at N=20: the last row group of
+
+def _settled_fingerprint(con: duckdb.DuckDBPyConnection, compact: bool = True, attempts: int = 4) -> str:
+    """The fingerprint once checkpoints no longer change the layout; with `compact`, after
+    checkpoints that merge row groups (DuckDB's default; the warehouse resource's connections
+    otherwise defer that, see common.db.defer_vacuum).
+
+    One CHECKPOINT after an append is not always the last word: when merging, the next one can
+    merge the partly filled row groups the first one wrote (seen at N=20: the last row group of
     cleaned_transactions grew from 26,680 to 122,880 rows on the second checkpoint, which the
     connection's close would have done), and the fingerprint recorded must be the one later
     steps see."""
-    con.execute("CHECKPOINT")
-    fingerprint = _compute_fingerprint(con)
-    for _ in range(attempts - 1):
+    with vacuum_allowed(con) if compact else nullcontext():
         con.execute("CHECKPOINT")
-        again = _compute_fingerprint(con)
-        if again == fingerprint:
-            break
-        fingerprint = again
+        fingerprint = _compute_fingerprint(con)
+        for _ in range(attempts - 1):
+            con.execute("CHECKPOINT")
+            again = _compute_fingerprint(con)
+            if again == fingerprint:
+                break
+            fingerprint = again
     return fingerprint
 
 
@@ -189,7 +211,8 @@ def clear_log(con: duckdb.DuckDBPyConnection) -> str:
     steps after a rebuild record the fingerprint they build from, and a checkpoint later (another
     step's, or the connection's close) that still merged row groups would make the next run see
     other data and rebuild everything again (at N=20 every first weekly refresh rebuilt the star
-    and the feature base so)."""
+    and the feature base so). A rebuild compacts: its tables are all new, so merging their row
+    groups costs little, and the appends after it start from a compact layout."""
     forget_fingerprints()
     con.execute(f"DROP TABLE IF EXISTS {LOG_TABLE}")
     return _settled_fingerprint(con)

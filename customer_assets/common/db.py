@@ -94,6 +94,48 @@ def fsst_disabled(con: duckdb.DuckDBPyConnection):
             con.execute("RESET disabled_compression_methods")
 
 
+# DuckDB's row groups hold up to this many rows (the default; the warehouse is opened without ATTACH options)
+ROW_GROUP_ROWS = 122_880
+
+
+def defer_vacuum(con: duckdb.DuckDBPyConnection) -> None:
+    """Checkpoints leave the row groups of every table as they are (`max_vacuum_tasks = 0`) until a
+    compaction (`vacuum_allowed`) merges them.
+
+    Why: an append to a checkpointed table starts new row groups, and DuckDB's next checkpoint merges
+    the table's tail whenever fewer row groups would hold it: it reads, re-compresses and writes the
+    rows of the partly filled old row groups again. At N=20 each weekly append so rewrote ~305,000
+    quarantined lines (about 1.2 s of CPU) in ingestion's settle checkpoint, and the appended
+    intermediates (feature base, star) the same way in later steps' checkpoints. Deferred, a weekly
+    append writes only its own rows, and ingestion compacts once the transactions carry
+    `data_version.COMPACT_AFTER` surplus row groups (common/data_version.py). Deleted rows are not
+    lost either way: a fully deleted row group is still dropped at once, and the tombstones of
+    partial deletes (the few upserted bookkeeping tables) are cleared at the next compaction.
+
+    The setting is the DuckDB instance's, for every connection of the process; the warehouse
+    resource sets it on every connection it opens. A DuckDB without the setting just vacuums."""
+    try:
+        con.execute("SET max_vacuum_tasks = 0")
+    except duckdb.Error:
+        pass
+
+
+@contextmanager
+def vacuum_allowed(con: duckdb.DuckDBPyConnection):
+    """Checkpoints inside the block merge row groups as DuckDB does by default; the setting found
+    is restored afterwards (ingestion compacts so while it runs alone)."""
+    try:
+        before = con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0]
+    except duckdb.Error:
+        yield
+        return
+    con.execute("RESET max_vacuum_tasks")
+    try:
+        yield
+    finally:
+        con.execute(f"SET max_vacuum_tasks = {int(before)}")
+
+
 def replace_table(
     con: duckdb.DuckDBPyConnection,
     name: str,

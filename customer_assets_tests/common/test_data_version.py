@@ -7,6 +7,7 @@ import duckdb
 import pytest
 
 from customer_assets.common.data_version import appended_since, data_fingerprint
+from customer_assets.common.db import table_exists
 from customer_assets.ingestion.pipeline import ingest
 from retail_csv import HEADER, MAPPING
 
@@ -157,3 +158,90 @@ def test_after_a_rebuild_the_fingerprint_seen_in_the_run_is_the_one_the_next_run
     con.close()
     con = duckdb.connect(db)
     assert _compute_fingerprint(con) == seen
+
+
+def _week(k: int) -> list:
+    """Two lines (one kept, one quarantined) of a week of its own."""
+    day = f"2011-02-{k + 1:02d} 10:00:00"
+    return [f"2{k:03d},A1,Mug,1,{day},1.50,{100 + k},UK", f"3{k:03d},A2,Cup,1,{day},2.00,,UK"]
+
+
+def _warehouse(tmp_path):
+    """`run(fn)`: fn on a new connection that defers vacuum as the warehouse resource's do, closed
+    after (the database closes with it, and checkpoints: as at the end of a run); `load(name, rows)`:
+    ingest one more file so and return the fingerprint logged."""
+    from customer_assets.common.db import defer_vacuum
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    m = tmp_path / "mapping.json"
+    m.write_text(json.dumps(MAPPING))
+    db = str(tmp_path / "w.duckdb")
+
+    def run(fn):
+        con = duckdb.connect(db)
+        try:
+            defer_vacuum(con)
+            return fn(con)
+        finally:
+            con.close()
+
+    def load(name, rows):
+        (folder / name).write_text("\n".join([HEADER] + rows) + "\n")
+        run(lambda c: ingest(c, str(folder), str(m), None))
+        return run(lambda c: c.execute(
+            "SELECT after FROM ingestion_log.appends ORDER BY appended_at DESC LIMIT 1").fetchone()[0]
+            if table_exists(c, "appends", schema="ingestion_log") else data_fingerprint(c))
+
+    return db, run, load
+
+
+def _a_step_writes(con, k: int) -> str:
+    """What a later step does to the database: write a table of its own and checkpoint; then the
+    fingerprint it sees."""
+    con.execute(f"CREATE OR REPLACE TABLE written_by_a_step AS SELECT {k} AS k")
+    con.execute("CHECKPOINT")
+    return data_fingerprint(con)
+
+
+def test_with_vacuum_deferred_an_append_keeps_its_row_groups_until_ingestion_compacts(tmp_path):
+    """The warehouse's connections defer DuckDB's row-group merging (common.db.defer_vacuum): each
+    append adds row groups of its own, the fingerprint logged stays the one the next step (another
+    connection that writes and checkpoints) sees, and once the surplus reaches COMPACT_AFTER the
+    append's settle checkpoint merges them; the chain of appends stays intact throughout."""
+    from customer_assets.common.data_version import COMPACT_AFTER, surplus_row_groups
+
+    db, run, load = _warehouse(tmp_path)
+    first = load("w00.csv", WEEK1)  # a rebuild: compacted
+    assert run(surplus_row_groups) == 0
+    surplus = []
+    for k in range(1, COMPACT_AFTER + 1):
+        fp = load(f"w{k:02d}.csv", _week(k))
+        surplus.append(run(surplus_row_groups))
+        assert run(lambda c: _a_step_writes(c, k)) == fp
+    # one more row group per append (each table gets a row per week), merged on the append that
+    # brings the surplus to COMPACT_AFTER
+    assert surplus == list(range(1, COMPACT_AFTER)) + [0]
+    appended = run(lambda c: appended_since(c, first))
+    assert appended is not None
+    for table in ("cleaned_transactions", "quarantined_transactions"):
+        assert len(run(lambda c: _rows(c, table, appended))) == COMPACT_AFTER
+    assert run(lambda c: c.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0]) == 0
+
+
+def test_a_write_that_merges_row_groups_outside_the_warehouse_connections_means_rebuild(tmp_path):
+    """A connection that does not defer vacuum (not the pipeline's) merges the appends' row groups
+    on its next checkpoint: the layout is not the logged one, so the consumers rebuild. Correct,
+    only slower; documented in common.db.defer_vacuum."""
+    from customer_assets.common.data_version import surplus_row_groups
+
+    db, run, load = _warehouse(tmp_path)
+    first = load("w00.csv", WEEK1)
+    load("w01.csv", _week(1))
+    load("w02.csv", _week(2))
+    assert run(surplus_row_groups) == 2
+    other = duckdb.connect(db)  # DuckDB's default: merging
+    other.execute("CREATE TABLE mine AS SELECT 1 AS x")
+    other.execute("CHECKPOINT")
+    assert surplus_row_groups(other) == 0
+    assert appended_since(other, first) is None

@@ -54,3 +54,12 @@ def test_a_threads_setting_in_the_resource_is_left_alone(tmp_path, monkeypatch):
     res = WarehouseResource(database=str(tmp_path / "wh.duckdb"), connection_config={"threads": 3})
     with res.get_connection() as first, res.get_connection() as second:
         assert _threads(first) == _threads(second) == 3
+
+
+def test_the_warehouse_connections_defer_vacuum(tmp_path):
+    """Every connection the resource opens sets max_vacuum_tasks = 0 (common.db.defer_vacuum)."""
+    res = WarehouseResource(database=str(tmp_path / "wh.duckdb"))
+    with res.get_connection() as con:
+        con.execute("RESET max_vacuum_tasks")
+    with res.get_connection() as con:
+        assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 0
