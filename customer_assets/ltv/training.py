@@ -20,7 +20,7 @@ import pandas as pd
 from customer_assets.common.sampling import sample_customers
 from customer_assets.ltv import clv, gbm
 from customer_assets.ltv import evaluation as ev
-from customer_assets.ltv.summary import calibration_with_holdout, compute_summary
+from customer_assets.ltv.summary import calibration_with_holdout, compute_summary, summary_from_feature_base
 from customer_assets.registry import ArtifactError, load_model, reference_distribution, register_model
 
 ATTEMPT_PARAM_COLUMNS = ["r", "alpha", "a", "b", "s", "beta", "p", "q", "v"]
@@ -378,7 +378,8 @@ def score_customers(
     (model versions used, and why any column is NULL). Models come only from the registry."""
     from customer_assets.customers.features import compute_customer_features
 
-    summary = compute_summary(con, as_of)
+    # the day sums from the feature base (the customer features, below and in the run, use it too)
+    summary = summary_from_feature_base(con, as_of)
     info = {"models": {}, "null_reasons": {}}
     specs = {}
     for name in ("clv_bgnbd", "clv_gamma_gamma", "ltv_xgb"):

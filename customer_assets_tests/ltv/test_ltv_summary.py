@@ -60,3 +60,28 @@ def test_summary_equals_lifetimes_on_synthetic_data(con):
     for col in ("frequency", "recency", "T", "monetary_value"):
         np.testing.assert_allclose(mine[col].to_numpy(), ref[col].to_numpy(), rtol=1e-9, atol=1e-9, err_msg=col)
     assert isinstance(mine, pd.DataFrame)
+
+
+def test_summary_from_the_feature_base_equals_the_one_from_the_lines(retail_db, tmp_path):
+    """customer_ltv scores from the feature base's order_days (summary_from_feature_base): on
+    Online Retail, at the data end and at a date inside it, the same customers and counts, and the
+    same money up to the order of the additions."""
+    import shutil
+
+    import duckdb
+
+    from customer_assets.ltv.summary import summary_from_feature_base
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(retail_db, db)
+    con = duckdb.connect(str(db))
+    for end in ("2011-12-09", "2011-06-30"):
+        lines = compute_summary(con, end).set_index("customer_id")
+        base = summary_from_feature_base(con, end).set_index("customer_id")
+        assert len(lines) > 2500
+        assert list(base.index) == list(lines.index)
+        for col in ("frequency", "recency", "T", "first_purchase"):
+            assert (base[col] == lines[col]).all(), col
+        for col in ("monetary_value", "historical_spend"):
+            np.testing.assert_allclose(base[col], lines[col], rtol=1e-9, atol=1e-9)
+        assert (lines["frequency"] > 0).sum() > 1000  # repeat buyers' money compared too
