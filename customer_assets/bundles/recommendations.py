@@ -103,7 +103,7 @@ def pair_candidates(
     Same columns as _candidates_sql (evidence_source = SOURCE_PAIRS). With `top` and `dead_ids` (the
     dead-stock products), only pairs that can still be among the `top` of their product in
     dead_stock_bundles' ranking are returned (the others cannot change its result)."""
-    from customer_assets.bundles.rules import product_names
+    from customer_assets.bundles.rules import orders_with_products, product_names
 
     # Only the dead products' orders are expanded: their distinct lines (d), the lines of those orders
     # per (order, product) (o) and the pairs counted from them. The lift and confidence denominators
@@ -140,8 +140,7 @@ def pair_candidates(
         )
         con.execute(f"CREATE TEMP TABLE {d} AS SELECT k.ok, p.pk, d.product_id FROM {d0} d "
                     f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id)")
-        n = con.execute(f"SELECT count(DISTINCT order_id) FROM cleaned_transactions WHERE {where}",
-                        {"as_of": as_of}).fetchone()[0]
+        n = orders_with_products(con, as_of)
         prune = top is not None and dead_ids is not None
         if prune:
             con.register("__pair_dead_ids", pd.DataFrame({"product_id": pd.Series(sorted(dead_ids), dtype="string")}))

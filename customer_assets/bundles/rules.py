@@ -33,6 +33,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from customer_assets.bundles.tables import empty_sql, write_typed
+from customer_assets.common import data_version
 
 # Distinct baskets are decoded from their bitstrings this many at a time (bounds the text block in memory:
 # 100k baskets x 635 candidate items = 64 MB at min_support 0.01).
@@ -107,31 +108,35 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     """product_id -> its most frequent product_name (descriptions vary between lines; a tie goes to the
     alphabetically last, as in dim_product, so the same data always gives the same name).
 
-    `product_ids`: only these products (the scan still reads every line, but aggregates only theirs)."""
-    where = "AND order_date <= ?" if as_of is not None else ""
-    params = [as_of] if as_of is not None else []
-    only = ""
-    if product_ids is not None:
-        ids = sorted({str(p) for p in product_ids})
-        if not ids:
-            return {}
-        only = "AND product_id IN (SELECT product_id FROM __bundle_name_ids)"
-        con.register("__bundle_name_ids", pd.DataFrame({"product_id": pd.Series(ids, dtype="string")}))
-    try:
-        rows = con.execute(
+    `product_ids`: only these products. Every product's name is computed (one scan of every line
+    either way) and kept for the run: association_rules and bundle_recommendations both ask."""
+    def every_name() -> dict:
+        where = "AND order_date <= ?" if as_of is not None else ""
+        return dict(con.execute(
             f"""
             SELECT product_id, arg_max(product_name, (n, product_name)) FROM (
                 SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
-                WHERE product_id IS NOT NULL AND product_name IS NOT NULL {where} {only}
+                WHERE product_id IS NOT NULL AND product_name IS NOT NULL {where}
                 GROUP BY ALL)
             GROUP BY product_id
             """,
-            params,
-        ).fetchall()
-    finally:
-        if only:
-            con.unregister("__bundle_name_ids")
-    return dict(rows)
+            [as_of] if as_of is not None else [],
+        ).fetchall())
+
+    names = data_version.memoized(con, ("product_names", str(as_of)), every_name)
+    if product_ids is None:
+        return dict(names)
+    return {p: names[p] for p in {str(p) for p in product_ids} if p in names}
+
+
+def orders_with_products(con: duckdb.DuckDBPyConnection, as_of=None) -> int:
+    """The orders with a product line dated on or before `as_of` (every order when None): the
+    support denominator of the rules and of the bundle pairs; counted once per run."""
+    where = "AND order_date <= ?" if as_of is not None else ""
+    return data_version.memoized(con, ("orders_with_products", str(as_of)), lambda: con.execute(
+        f"SELECT count(DISTINCT order_id) FROM cleaned_transactions "
+        f"WHERE order_id IS NOT NULL AND product_id IS NOT NULL {where}",
+        [as_of] if as_of is not None else []).fetchone()[0])
 
 
 def _distinct_baskets(con, where: str, params: list, candidates: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -245,7 +250,7 @@ def mine_rules(
         filters.append("t.country = ?")
         params.append(country)
     where = " AND ".join(filters)
-    stats.n_orders = con.execute(
+    stats.n_orders = orders_with_products(con, as_of) if country is None else con.execute(
         f"SELECT count(DISTINCT order_id) FROM cleaned_transactions t WHERE {where}", params).fetchone()[0]
     if stats.n_orders == 0:
         stats.note = "no orders with a product_id"

@@ -107,11 +107,38 @@ def kept_for_run():
             _KEPT["runs"] -= 1
             if not _KEPT["runs"]:
                 _KEPT["values"].clear()
+                _MEMO.clear()
 
 
 def forget_fingerprints() -> None:
     with _KEPT_LOCK:
         _KEPT["values"].clear()
+        _MEMO.clear()
+
+
+# Run-scoped results of the transactions: {(database path, data fingerprint, key): value}
+_MEMO: dict = {}
+
+
+def memoized(con: duckdb.DuckDBPyConnection, key, compute):
+    """`compute()` once per database and data fingerprint while a run executes (`kept_for_run`),
+    for a result that depends on cleaned_transactions / quarantined_transactions alone and that
+    more than one step asks for (the bundle steps count the orders and name the products over
+    every line). Outside a run, `compute()` every time. The value is shared: do not modify it."""
+    if not _KEPT["runs"]:
+        return compute()
+    database = _database_key(con)
+    if database is None:
+        return compute()
+    k = (database, data_fingerprint(con), key)
+    with _KEPT_LOCK:
+        if k in _MEMO:
+            return _MEMO[k]
+    value = compute()
+    with _KEPT_LOCK:
+        if _KEPT["runs"]:
+            _MEMO[k] = value
+    return value
 
 
 def _database_key(con: duckdb.DuckDBPyConnection) -> Optional[str]:

@@ -245,3 +245,29 @@ def test_a_write_that_merges_row_groups_outside_the_warehouse_connections_means_
     other.execute("CHECKPOINT")
     assert surplus_row_groups(other) == 0
     assert appended_since(other, first) is None
+
+
+def test_memoized_computes_once_per_data_version_while_a_run_executes(tmp_path):
+    """data_version.memoized (the bundle steps' order count and product names): once per data
+    version in a run, again after ingestion appends, every time outside a run."""
+    from customer_assets.common.data_version import kept_for_run, memoized
+
+    con, load, _ = _setup(tmp_path)
+    load("w1.csv", WEEK1)
+    calls = []
+
+    def cleaned_rows():
+        calls.append(1)
+        return con.execute("SELECT count(*) FROM cleaned_transactions").fetchone()[0]
+
+    assert memoized(con, "n", cleaned_rows) == memoized(con, "n", cleaned_rows) == 2
+    assert len(calls) == 2  # outside a run: every time
+    calls.clear()
+    with kept_for_run():
+        assert memoized(con, "n", cleaned_rows) == memoized(con, "n", cleaned_rows) == 2
+        assert len(calls) == 1
+        assert memoized(con, "other key", cleaned_rows) == 2 and len(calls) == 2
+        load("w2.csv", WEEK2)  # ingestion appends one more kept line: a new data version
+        assert memoized(con, "n", cleaned_rows) == 3 and len(calls) == 3
+    with kept_for_run():  # a new run starts from nothing
+        assert memoized(con, "n", cleaned_rows) == 3 and len(calls) == 4
