@@ -18,7 +18,6 @@ Everything here takes a DuckDB connection and plain values; the asset only glues
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
 import math
 import threading
@@ -104,11 +103,12 @@ class DriftResult:
 
 
 def data_fingerprint(con) -> str:
-    """Identifies the data a report was computed on (row count, date range, money)."""
-    row = con.execute(
-        "SELECT count(*), min(order_date), max(order_date), round(sum(line_total), 2) FROM cleaned_transactions"
-    ).fetchone()
-    return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
+    """Identifies the data a report was computed on: the transactions' fingerprint
+    (common.data_version: any change to the cleaned or quarantined rows changes it; kept for the run,
+    so it costs nothing here, where a count and sum over every line took 0.19 s at N=20)."""
+    from customer_assets.common.data_version import data_fingerprint as transactions_fingerprint
+
+    return transactions_fingerprint(con)[:16]
 
 
 def baseline_as_of(con, champion: dict, as_of: dt.date, memo: Optional[dict] = None) -> Optional[dt.date]:

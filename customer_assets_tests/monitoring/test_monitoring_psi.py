@@ -66,3 +66,24 @@ def test_psi_table_missing_and_empty_inputs_are_reported_not_raised():
     assert math.isnan(t.loc["empty", "psi"]) and "no values" in t.loc["empty", "note"]
     t2 = psi_table(ref, pd.DataFrame({"a": [None, None]}), ["a"])
     assert math.isnan(t2.loc[0, "psi"]) and t2.loc[0, "note"] == "no current values"
+
+
+def test_the_reports_data_fingerprint_is_the_same_for_the_same_data_and_changes_with_it(retail_db, tmp_path):
+    """drift_report's data_fingerprint (the sensor's "same data" test against retrain loops): equal on
+    the same data, also from a new connection after a write elsewhere; different after any edit."""
+    import shutil
+
+    import duckdb
+
+    from customer_assets.monitoring.drift import data_fingerprint
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(retail_db, db)
+    con = duckdb.connect(str(db))
+    first = data_fingerprint(con)
+    con.execute("CREATE TABLE written_by_a_step AS SELECT 1 AS x")
+    con.close()
+    con = duckdb.connect(str(db))
+    assert data_fingerprint(con) == first
+    con.execute("UPDATE cleaned_transactions SET quantity = quantity + 1 WHERE rowid = 7")
+    assert data_fingerprint(con) != first
