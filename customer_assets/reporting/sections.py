@@ -151,14 +151,36 @@ def pick(cols, *candidates) -> Optional[str]:
 
 # --- sections ---------------------------------------------------------------------------------
 
+# What the headline counts are, over every cleaned line (headline_counts reads the same from the
+# feature base; the test compares the two)
+HEADLINE_SQL = ("SELECT count(DISTINCT customer_id), count(DISTINCT order_id), sum(line_total), count(*), "
+                "min(order_date), max(order_date) FROM cleaned_transactions")
+
+
+def headline_counts(con: duckdb.DuckDBPyConnection) -> tuple:
+    """(customers, orders, revenue, lines, first date, last date) of cleaned_transactions, read from
+    the feature base (customers.features, brought up to date first; the customer features of the
+    same run use it): order_days holds every line's customer, order, date and value summed per
+    order, customer_days the line count per customer and day. At N=20 that is ~0.4 M rows instead
+    of a count of distinct customers and orders over 8 M lines (0.45 s of the report, the run's
+    last step). Cleaned lines all have a customer (a line without one is quarantined), so both
+    tables hold every line; the revenue is the same sum added up in another order."""
+    from customer_assets.customers.features import ensure_feature_base
+
+    p = ensure_feature_base(con).prefix
+    return con.execute(
+        f"""SELECT o.customers, o.orders, o.revenue, d.lines, o.first, o.last
+            FROM (SELECT count(DISTINCT customer_id) AS customers, count(DISTINCT order_id) AS orders,
+                         sum(order_value) AS revenue, min(order_date) AS first, max(order_date) AS last
+                  FROM {p}order_days) o,
+                 (SELECT CAST(coalesce(sum(n_lines), 0) AS BIGINT) AS lines FROM {p}customer_days) d"""
+    ).fetchone()
+
 def kpis(con: duckdb.DuckDBPyConnection) -> Section:
     title = "Headline KPIs"
     if not table_exists(con, "cleaned_transactions"):
         return missing_section("kpis", title, "cleaned_transactions", "")
-    customers, orders, revenue, lines, first, last = con.execute(
-        "SELECT count(DISTINCT customer_id), count(DISTINCT order_id), sum(line_total), count(*), "
-        "min(order_date), max(order_date) FROM cleaned_transactions"
-    ).fetchone()
+    customers, orders, revenue, lines, first, last = headline_counts(con)
     facts = {
         "customers": customers, "orders": orders, "revenue": float(revenue or 0), "lines": lines,
         "first_date": str(first), "last_date": str(last),

@@ -242,3 +242,22 @@ def test_cancellations_are_flagged_in_products_and_priorities(con):
     win_back = next(r for r in report["recommendations"] if r.startswith("Win back"))
     assert f"check {top_customer} by hand first" in win_back
     assert f"customer {top_customer}," not in win_back.split("top of the list:")[1].split(";")[0]
+
+
+def test_the_headline_counts_from_the_feature_base_are_those_of_every_line(retail_db, tmp_path):
+    """The report's KPIs (sections.headline_counts) read the feature base; on Online Retail they
+    equal the definition over cleaned_transactions (HEADLINE_SQL), the revenue up to rounding."""
+    import shutil
+
+    import duckdb
+    import pytest
+
+    from customer_assets.reporting.sections import HEADLINE_SQL, headline_counts
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(retail_db, db)
+    con = duckdb.connect(str(db))
+    got, want = headline_counts(con), con.execute(HEADLINE_SQL).fetchone()
+    assert want[0] > 4000 and want[3] > 390_000
+    assert got[:2] == want[:2] and got[3:] == want[3:]
+    assert got[2] == pytest.approx(want[2], rel=1e-12)
