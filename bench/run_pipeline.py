@@ -313,7 +313,9 @@ def bench_n(n: int, args) -> list[dict]:
                   "ratio_to_full": r["wall_s"] / results[0]["wall_s"]})
         print(f"  refresh / full wall: {r['ratio_to_full']:.2f} (target < 0.33)")
         results.append(r)
-    if not args.keep:
+    if any(r["returncode"] != 0 for r in results):
+        print(f"  a run failed: its warehouse, DAGSTER_HOME and logs are kept in {work}")
+    elif not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return results
 
