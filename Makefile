@@ -7,9 +7,15 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: setup run dev test test-fast bench bench-metrics clean-warehouse
+.PHONY: setup bytecode run dev test test-fast bench bench-metrics clean-warehouse
 
 setup: $(VENV)/.installed
+
+# Our own modules' bytecode, compiled ahead (only what changed): Python caches it by itself, except
+# where PYTHONDONTWRITEBYTECODE is set (this build machine), and then every run process compiled
+# customer_assets again (N=20 weekly refresh: 19.30/18.20, 17.73/17.49, 18.22/17.99 s without/with).
+bytecode: setup
+	$(BIN)/python -m compileall -q customer_assets > /dev/null
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +24,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-run: setup
+run: bytecode
 	$(BIN)/dagster asset materialize -m customer_assets --select '*'
 	$(BIN)/python -m customer_assets.summary
 
-dev: setup
+dev: bytecode
 	$(BIN)/dagster dev
 
 test: setup
@@ -31,7 +37,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: setup
+bench: bytecode
 	$(BIN)/python -m bench.run_pipeline $(BENCH_ARGS)
 
 bench-metrics: setup
