@@ -37,9 +37,10 @@ LOG_SCHEMA = "ingestion_log"
 LOG_TABLE = f"{LOG_SCHEMA}.appends"
 LOG_KEEP = 200  # appends kept: a consumer older than that many weekly loads rebuilds
 # Ingestion compacts the warehouse (a checkpoint that merges row groups, see common.db.defer_vacuum)
-# once a transaction table has this many row groups more than its rows need: each weekly append
-# leaves about one partly filled row group per table, so one append in about 8 pays for merging
-# them and the others write only their own rows.
+# once a transaction table has this many row groups more than its rows need. Each append leaves one
+# partly filled row group per table, and a merge (DuckDB folds 2-3 neighbours at a time) still leaves
+# a few, so at N=20 one weekly append in three or four pays for the merge (measured over 12 weeks:
+# docs/ingestion.md) and the others write only their own rows.
 COMPACT_AFTER = 8
 
 

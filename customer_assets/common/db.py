@@ -108,9 +108,11 @@ def defer_vacuum(con: duckdb.DuckDBPyConnection) -> None:
     quarantined lines (about 1.2 s of CPU) in ingestion's settle checkpoint, and the appended
     intermediates (feature base, star) the same way in later steps' checkpoints. Deferred, a weekly
     append writes only its own rows, and ingestion compacts once the transactions carry
-    `data_version.COMPACT_AFTER` surplus row groups (common/data_version.py). Deleted rows are not
-    lost either way: a fully deleted row group is still dropped at once, and the tombstones of
-    partial deletes (the few upserted bookkeeping tables) are cleared at the next compaction.
+    `data_version.COMPACT_AFTER` surplus row groups (common/data_version.py). Deleted rows still go:
+    a fully deleted row group is dropped at once, and the tombstones of partial deletes (the few
+    upserted bookkeeping tables) are cleared at the next compaction, by DuckDB's usual rule.
+    A connection that does not defer (not the pipeline's) merges at its next checkpoint; the next
+    refresh then sees another layout and rebuilds from every row.
 
     The setting is the DuckDB instance's, for every connection of the process; the warehouse
     resource sets it on every connection it opens. A DuckDB without the setting just vacuums."""
