@@ -75,6 +75,22 @@ def transaction(con: duckdb.DuckDBPyConnection):
 
 
 @contextmanager
+def instance_setting(con: duckdb.DuckDBPyConnection, name: str, value: Optional[str]):
+    """DuckDB setting `name` at `value` (None: DuckDB's default) inside the block, the value found
+    restored after. Settings of this kind are the DuckDB instance's, for every connection of the
+    process. A DuckDB without the setting runs the block as it is."""
+    try:
+        before = con.execute(f"SELECT current_setting('{name}')").fetchone()[0]
+        con.execute(f"RESET {name}" if value is None else f"SET {name} = '{value}'")
+    except duckdb.Error:
+        yield
+        return
+    try:
+        yield
+    finally:
+        con.execute(f"SET {name} = '{before}'")
+
+
 def fsst_disabled(con: duckdb.DuckDBPyConnection):
     """DuckDB writes strings without FSST compression inside the block (dictionary and the other
     methods stay): a speed setting only, the rows are the same. The setting is database-wide, for
@@ -82,16 +98,7 @@ def fsst_disabled(con: duckdb.DuckDBPyConnection):
     its intermediates (warehouse/star.py) also uses it, while another step may write beside it (it
     can then write strings without FSST too: the same rows, a little larger). A DuckDB without the
     setting just writes as usual."""
-    try:
-        con.execute("SET disabled_compression_methods = 'fsst'")
-        disabled = True
-    except duckdb.Error:
-        disabled = False
-    try:
-        yield
-    finally:
-        if disabled:
-            con.execute("RESET disabled_compression_methods")
+    return instance_setting(con, "disabled_compression_methods", "fsst")
 
 
 # DuckDB's row groups hold up to this many rows (the default; the warehouse is opened without ATTACH options)
@@ -122,20 +129,10 @@ def defer_vacuum(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-@contextmanager
 def vacuum_allowed(con: duckdb.DuckDBPyConnection):
     """Checkpoints inside the block merge row groups as DuckDB does by default; the setting found
     is restored afterwards (ingestion compacts so while it runs alone)."""
-    try:
-        before = con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0]
-    except duckdb.Error:
-        yield
-        return
-    con.execute("RESET max_vacuum_tasks")
-    try:
-        yield
-    finally:
-        con.execute(f"SET max_vacuum_tasks = {int(before)}")
+    return instance_setting(con, "max_vacuum_tasks", None)
 
 
 def replace_table(
