@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import io
+import threading
 from typing import Optional
 
 import dagster as dg
@@ -42,11 +42,6 @@ def png_to_md(png: bytes, alt: str = "plot") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-# zlib level of the PNGs written by fig_to_png_bytes (Pillow's default is 6): the decoded pixels are the
-# same at every level; at 3 the 9 report images encode in ~0.05 instead of ~0.08 CPU s, ~2% more bytes
-PNG_COMPRESS_LEVEL = 3
-
-
 def close_figure(fig) -> None:
     """Close a figure made by pyplot (drops it from pyplot's figure list); a figure made without
     pyplot (common.plotting.plt.subplots) needs nothing."""
@@ -57,71 +52,77 @@ def close_figure(fig) -> None:
         pyplot.close(fig)
 
 
+# where fig_to_png_bytes rendered the figures of this process: in the helper, or here (helpers off,
+# a figure that does not pickle, or a helper that is not there); read by tests and the bench
+RENDERED = {"helper": 0, "here": 0}
+_RENDERED_LOCK = threading.Lock()
+
+
 def fig_to_png_bytes(fig, dpi: int = 90) -> bytes:
-    """The figure as PNG bytes, cropped to its tight bounding box (as savefig(bbox_inches="tight")).
+    """The figure as PNG bytes, cropped to its tight bounding box (common.figure_png.render_png), and
+    closed.
 
-    savefig(bbox_inches="tight") lays the figure out twice (a draw without rendering to measure it,
-    then the real draw on a new renderer, measuring every text again). Here the tight box is
-    measured once on the canvas' own renderer (as tight_layout does) and, when it lies inside the
-    figure, the figure is drawn once on that same renderer (text sizes cached) and the image
-    cropped to the box; a box reaching outside the figure (labels wider than the margin) is saved
-    with that explicit box. Same picture, up to the sub-pixel position of the crop.
-
-    A figure after `fig.tight_layout()` keeps a PlaceHolderLayoutEngine, whose execute() does
-    nothing: it is measured here too and saved with the explicit box (two layouts; savefig(
-    bbox_inches="tight") made three for it), same pixels.
-    The PNG is written with zlib level PNG_COMPRESS_LEVEL: the same pixels, encoded faster."""
+    Rendering holds the GIL (~0.1-0.2 s a figure), so when helper processes are on (common/
+    side_process) the figure is pickled (a few ms) and rendered in the figures helper, the same
+    pixels, while this process' other step goes on; matplotlib is given back to the other steps
+    meanwhile. A figure that does not pickle (a lambda tick formatter: a warning names it), or a
+    helper that is not there, is rendered here."""
+    from customer_assets.common import side_process
     from customer_assets.common.plotting import FIGURE_COUNTED, figure_closed, figure_opened
 
-    # matplotlib is not thread-safe (see common/plotting): held while rendering. A figure made by
-    # plotting.subplots was counted open when it was made; any other is counted now. Closed below.
+    # matplotlib is not thread-safe (see common/plotting): held while drawing and pickling. A figure
+    # made by plotting.subplots was counted open when it was made; any other is counted now.
     if not getattr(fig, FIGURE_COUNTED, False):
         figure_opened()
-    import matplotlib as mpl
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.layout_engine import PlaceHolderLayoutEngine
-
-    buf = io.BytesIO()
+    payload = None
     try:
-        engine = fig.get_layout_engine()
-        if not isinstance(fig.canvas, FigureCanvasAgg) or not (engine is None or type(engine) is PlaceHolderLayoutEngine):
-            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
-                        pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
-            return buf.getvalue()
-        fig.set_dpi(dpi)
-        canvas = fig.canvas
-        tight = fig.get_tightbbox(canvas.get_renderer())
-        box = tight.padded(mpl.rcParams["savefig.pad_inches"])
-        width, height = fig.get_size_inches()
-        face = mpl.colors.to_rgba(fig.get_facecolor())
-        if (tight.x0 < 0 or tight.y0 < 0 or tight.x1 > width or tight.y1 > height or face[3] != 1.0
-                or engine is not None):
-            # something is drawn outside the figure: only a new layout shows it. After tight_layout
-            # (placeholder engine) this path too, so that the picture stays pixel-identical to
-            # savefig(bbox_inches="tight"); without the engine savefig skips the extra draw it makes
-            # for a layout engine (the placeholder's execute() does nothing, so nothing changes)
-            saved = fig._layout_engine
-            fig._layout_engine = None
-            try:
-                fig.savefig(buf, format="png", dpi=dpi, bbox_inches=box,
-                            pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
-            finally:
-                fig._layout_engine = saved
-            return buf.getvalue()
-        canvas.draw()
-        image = np.asarray(canvas.buffer_rgba())
-        left, top = int(round(box.x0 * dpi)), int(round((height - box.y1) * dpi))
-        out = np.empty((int(box.height * dpi), int(box.width * dpi), 4), dtype=np.uint8)
-        out[:] = np.round(np.asarray(face) * 255).astype(np.uint8)  # the padding outside the figure
-        r0, r1 = max(top, 0), min(top + out.shape[0], image.shape[0])
-        c0, c1 = max(left, 0), min(left + out.shape[1], image.shape[1])
-        out[r0 - top:r1 - top, c0 - left:c1 - left] = image[r0:r1, c0:c1]
-        mpl.image.imsave(buf, out, format="png", dpi=dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
-        return buf.getvalue()
+        if side_process.enabled():
+            payload = _pickled(fig)
+        if payload is None:
+            return _render_here(fig, dpi)
+    finally:
+        if payload is None:
+            close_figure(fig)
+        figure_closed()
+    try:
+        png = side_process.FIGURES.call("customer_assets.common.figure_png:render_pickled", payload, dpi)
+        _count("helper")
+        return png
+    except side_process.Unavailable:
+        figure_opened()
+        try:
+            return _render_here(fig, dpi)
+        finally:
+            figure_closed()
     finally:
         close_figure(fig)
-        figure_closed()
+
+
+def _render_here(fig, dpi: int) -> bytes:
+    from customer_assets.common.figure_png import render_png
+
+    png = render_png(fig, dpi)
+    _count("here")
+    return png
+
+
+def _count(where: str) -> None:
+    with _RENDERED_LOCK:
+        RENDERED[where] += 1
+
+
+def _pickled(fig) -> Optional[bytes]:
+    import pickle
+
+    try:
+        return pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 - rendered in this process instead
+        import logging
+
+        title = next((ax.get_title() for ax in fig.axes if ax.get_title()), "(untitled)")
+        logging.getLogger(__name__).warning(
+            "figure %r does not pickle (%s): rendered in the run's process, not in the figure helper", title, e)
+        return None
 
 
 def table_metadata(con, table: str, preview_rows: int = 10, order_by: Optional[str] = None) -> dict:

@@ -104,6 +104,11 @@ def subplots(nrows: int = 1, ncols: int = 1, *, sharex=False, sharey=False, sque
     return fig, axs
 
 
+def plain_number(value, _pos=None) -> str:
+    """A tick label as a plain number (1, 10, 100): a FuncFormatter that pickles (see common/side_process)."""
+    return f"{value:g}"
+
+
 class _Pyplot:
     """Forwards every attribute to matplotlib.pyplot, importing it on the first access
     (except `subplots`, which needs no pyplot: see the module docstring)."""
@@ -124,4 +129,4 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__all__ = ["plt", "subplots", "hold_matplotlib", "figure_opened", "figure_closed", "release_held", "apply_style"]
+__all__ = ["plt", "subplots", "plain_number", "hold_matplotlib", "figure_opened", "figure_closed", "release_held", "apply_style"]

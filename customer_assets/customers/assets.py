@@ -59,9 +59,12 @@ def _plain_log_ticks(ax) -> None:
     parsing and layout cost more than the rest of a small figure; no minor labels."""
     from matplotlib.ticker import FuncFormatter, NullFormatter  # matplotlib loads on first use
 
+    from customer_assets.common.plotting import plain_number
+
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            # a module-level function, not a lambda: the figure pickles (rendered in a helper process)
+            axis.set_major_formatter(FuncFormatter(plain_number))
             axis.set_minor_formatter(NullFormatter())
 
 

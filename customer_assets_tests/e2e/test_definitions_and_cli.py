@@ -59,6 +59,8 @@ def test_cli_materializes_every_asset(tmp_path):
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # every figure was rendered by the figure helper (common/side_process): each one pickled
+    assert "does not pickle" not in proc.stderr and "helper:" not in proc.stderr
     from customer_assets.definitions import defs
 
     asset_tables = {k.path[-1] for k in defs.resolve_asset_graph().get_all_asset_keys()}
