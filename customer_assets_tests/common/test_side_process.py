@@ -184,3 +184,28 @@ def test_a_forked_child_starts_its_own_helper_instead_of_using_its_parents_pipes
     os.waitpid(pid, 0)
     assert ready and os.read(read, 10) == b"ok"
     assert helper.call("os:getpid") == parent_helper_pid  # the parent's helper still answers it
+
+
+def test_at_exit_the_helper_ends_with_its_input():
+    import subprocess
+    import time
+
+    code = ("from customer_assets.common.side_process import FIGURES\n"
+            "FIGURES.call('math:hypot', 3.0, 4.0)\n"
+            "print(FIGURES._proc.pid)\n")
+    # stderr not captured: the helper shares it, and run() would wait for the helper's end on it
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    pid = int(out.stdout.strip())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if "State:\tZ" in f.read():  # ended, waiting to be reaped by init
+                    break
+        except FileNotFoundError:
+            break  # gone
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"helper {pid} still running after its parent exited")
