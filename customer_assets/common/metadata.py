@@ -53,7 +53,7 @@ def close_figure(fig) -> None:
 
 
 # where fig_to_png_bytes rendered the figures of this process: in the helper, or here (helpers off,
-# a figure that does not pickle, or a helper that is not there); read by tests and the bench
+# a figure that does not pickle, or a helper that is not there); read by the tests
 RENDERED = {"helper": 0, "here": 0}
 _RENDERED_LOCK = threading.Lock()
 
