@@ -103,7 +103,7 @@ def pair_candidates(
     Same columns as _candidates_sql (evidence_source = SOURCE_PAIRS). With `top` and `dead_ids` (the
     dead-stock products), only pairs that can still be among the `top` of their product in
     dead_stock_bundles' ranking are returned (the others cannot change its result)."""
-    from customer_assets.bundles.rules import orders_with_products, product_names
+    from customer_assets.bundles.rules import orders_with_products, product_counts, product_names
 
     # Only the dead products' orders are expanded: their distinct lines (d), the lines of those orders
     # per (order, product) (o) and the pairs counted from them. The lift and confidence denominators
@@ -127,12 +127,16 @@ def pair_candidates(
         )
         con.execute(f"CREATE TEMP TABLE {ok} AS SELECT order_id, (row_number() OVER ())::INTEGER AS ok "
                     f"FROM (SELECT DISTINCT order_id FROM {d0})")
+        # per-product lines and orders from the star schema's totals when they fit as_of (else counted here)
+        counts = product_counts(con, as_of)
+        scan_as_of = {} if counts else {"as_of": as_of}  # $as_of appears only where the lines are scanned
         # every product gets its key up front (a few thousand strings), so the lines of the dead products'
         # orders are grouped by two integers in one pass instead of by (order key, product_id) and then
         # joined to the product keys
         con.execute(f"CREATE TEMP TABLE {pk} AS SELECT product_id, (row_number() OVER ())::INTEGER AS pk "
-                    f"FROM (SELECT DISTINCT product_id FROM cleaned_transactions WHERE {where})",
-                    {"as_of": as_of})
+                    + (f"FROM ({counts})" if counts else
+                       f"FROM (SELECT DISTINCT product_id FROM cleaned_transactions WHERE {where})"),
+                    {} if counts else {"as_of": as_of})
         con.execute(
             f"CREATE TEMP TABLE {o} AS SELECT k.ok, p.pk, count(*) AS lines FROM cleaned_transactions c "
             f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id) WHERE {where} GROUP BY ALL",
@@ -147,8 +151,9 @@ def pair_candidates(
         keep = f"""
             , lo AS (SELECT p.product_id, o.lo, o.lines_in FROM {pk} p JOIN (
                        SELECT pk, count(*) AS lo, sum(lines) AS lines_in FROM {o} GROUP BY ALL) o USING (pk)),
-            allc AS (SELECT product_id, count(*) AS lines FROM cleaned_transactions WHERE {where}
-                     AND product_id IN (SELECT partner FROM raw) GROUP BY ALL),
+            allc AS ({f"SELECT product_id, lines FROM ({counts}) WHERE" if counts else
+                      f"SELECT product_id, count(*) AS lines FROM cleaned_transactions WHERE {where} AND"}
+                     product_id IN (SELECT partner FROM raw) {"" if counts else "GROUP BY ALL"}),
             kp AS (SELECT product_id, count(*) AS kp FROM {d} GROUP BY ALL),
             b AS (SELECT r.*, kp.kp, lo.lo, lo.lo + a.lines - lo.lines_in AS hi,
                          r.partner IN (SELECT product_id FROM __pair_dead_ids) AS dead
@@ -177,15 +182,15 @@ def pair_candidates(
             f"SELECT d.pk AS p, o.pk AS q, count(*) AS both_orders FROM {d} d JOIN {o} o ON o.ok = d.ok AND o.pk <> d.pk "
             f"GROUP BY ALL HAVING count(*) >= $min_orders) r JOIN {pk} pp ON pp.pk = r.p JOIN {pk} pq ON pq.pk = r.q)"
             + keep,
-            {"min_orders": min_orders, "as_of": as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence,
+            {"min_orders": min_orders, **scan_as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence,
              "top": top} if prune else {"min_orders": min_orders},
         )
         df = con.execute(
             f"""
-            WITH cnt AS (SELECT product_id, count(DISTINCT order_id) AS k FROM cleaned_transactions
-                         WHERE {where}
-                           AND product_id IN (SELECT product_id FROM {pairs} UNION SELECT partner FROM {pairs})
-                         GROUP BY ALL),
+            WITH cnt AS ({f"SELECT product_id, orders AS k FROM ({counts}) WHERE" if counts else
+                          f"SELECT product_id, count(DISTINCT order_id) AS k FROM cleaned_transactions WHERE {where} AND"}
+                         product_id IN (SELECT product_id FROM {pairs} UNION SELECT partner FROM {pairs})
+                         {"" if counts else "GROUP BY ALL"}),
             m AS (SELECT pr.product_id, [pr.partner] AS partner_ids, pr.both_orders / $n AS support,
                          pr.both_orders * $n / (cp.k * cq.k) AS lift, cp.k AS product_orders,
                          cq.k AS partner_orders, pr.both_orders,
@@ -197,7 +202,7 @@ def pair_candidates(
             WHERE lift >= $min_lift
               AND greatest(confidence_product_to_partner, confidence_partner_to_product) >= $min_conf
             """,
-            {"as_of": as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence},
+            {**scan_as_of, "n": n, "min_lift": min_lift, "min_conf": min_confidence},
         ).df()
     finally:
         con.unregister("__pair_products")

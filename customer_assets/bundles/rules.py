@@ -129,6 +129,20 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     return {p: names[p] for p in {str(p) for p in product_ids} if p in names}
 
 
+def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:
+    """A SELECT of (product_id, lines, orders) over the lines with a product dated on or before
+    `as_of`, from the star schema's per-product totals (warehouse/star, kept up to date from the
+    appended lines), or None: when those totals do not describe the current data, or when `as_of`
+    is before the data's last date (they count every line). None: count in cleaned_transactions."""
+    from customer_assets.warehouse.star import product_counts_sql as star_counts
+
+    sql = star_counts(con)
+    if sql is None or as_of is None:
+        return sql
+    last = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    return sql if last is not None and last <= pd.Timestamp(as_of).date() else None
+
+
 def orders_with_products(con: duckdb.DuckDBPyConnection, as_of=None) -> int:
     """The orders with a product line dated on or before `as_of` (every order when None): the
     support denominator of the rules and of the bundle pairs; counted once per run."""
@@ -258,10 +272,12 @@ def mine_rules(
     # The smallest order count that reaches min_support (tolerant to float noise: 0.01*300=3.0000000000000004).
     stats.min_count = max(1, int(min_orders), math.ceil(min_support * stats.n_orders - 1e-9))
     # A product's line count bounds its order count from above: products below min_count lines cannot be frequent.
+    counts = product_counts(con, as_of) if country is None else None
     lines = con.execute(
+        f"SELECT product_id, lines AS n FROM ({counts}) ORDER BY product_id" if counts else
         f"SELECT product_id, count(*) AS n FROM cleaned_transactions t WHERE {where} "
         f"GROUP BY product_id ORDER BY product_id",
-        params,
+        [] if counts else params,
     ).fetchnumpy()
     stats.n_items_total = len(lines["product_id"])
     candidates = [str(p) for p, n in zip(lines["product_id"], lines["n"]) if n >= stats.min_count]

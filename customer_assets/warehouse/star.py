@@ -455,6 +455,24 @@ def _apply_appended(con, appended) -> None:
         con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
+def product_counts_sql(con) -> str | None:
+    """A SELECT of (product_id, lines, orders) over every line with a product - lines and distinct
+    orders per product - read from the intermediates (thousands of rows) when they describe the
+    current data with this code; None when they do not (the caller counts in cleaned_transactions).
+    The bundle steps use it: they would otherwise scan every line for the same counts."""
+    from customer_assets.common.data_version import data_fingerprint
+
+    if not _state_tables_exist(con):
+        return None
+    state = built_from(con, INTERMEDIATES)
+    if state is None or state[1] != _VERSIONS[INTERMEDIATES] or state[0] != data_fingerprint(con):
+        return None
+    return f"""SELECT t.product_id, CAST(n.lines AS BIGINT) AS lines, CAST(t.orders AS BIGINT) AS orders
+               FROM {STATE}.product_totals t
+               JOIN (SELECT product_id, sum(n) AS lines FROM {STATE}.product_names GROUP BY product_id) n
+                 USING (product_id)"""
+
+
 def sync_intermediates(con, current: str) -> str:
     """Bring star_state's intermediates to the data with fingerprint `current`; returns how:
     'same', 'appended' or 'rebuilt'. The star steps share them and may run at once (executor.py):

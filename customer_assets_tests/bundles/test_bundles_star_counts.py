@@ -1,0 +1,72 @@
+"""The bundle steps read per-product line and order counts from the star schema's totals when those
+describe the current data and as_of is the data's last date: the same rules and pair candidates as
+counting in cleaned_transactions (Online Retail); counted in the lines otherwise."""
+
+import datetime as dt
+import shutil
+
+import duckdb
+import pandas as pd
+import pytest
+
+from customer_assets.bundles import rules
+from customer_assets.bundles.recommendations import pair_candidates
+from customer_assets.common.data_version import data_fingerprint
+from customer_assets.warehouse import star
+
+
+@pytest.fixture
+def star_con(retail_db, tmp_path):
+    path = tmp_path / "wh.duckdb"
+    shutil.copy(retail_db, path)
+    con = duckdb.connect(str(path))
+    star.sync_intermediates(con, data_fingerprint(con))
+    yield con
+    con.close()
+
+
+def _scanned(monkeypatch):
+    monkeypatch.setattr(rules, "product_counts", lambda con, as_of=None: None)
+
+
+def test_counts_from_the_star_equal_the_counts_in_the_lines(star_con):
+    sql = rules.product_counts(star_con, None)
+    assert sql is not None
+    got = star_con.execute(f"SELECT * FROM ({sql}) ORDER BY product_id").df()
+    expected = star_con.execute(
+        "SELECT product_id, count(*) AS lines, count(DISTINCT order_id) AS orders FROM cleaned_transactions "
+        "WHERE product_id IS NOT NULL GROUP BY product_id ORDER BY product_id").df()
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert str(star_con.execute(f"SELECT typeof(lines) FROM ({sql}) LIMIT 1").fetchone()[0]) == "BIGINT"
+
+
+def test_rules_and_pairs_are_the_same_with_the_stars_counts(star_con, monkeypatch):
+    last = star_con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    assert rules.product_counts(star_con, last) is not None
+    mined, stats = rules.mine_rules(star_con, 0.01, 0.3, 1.0, 3, as_of=last)
+    dead = ["22139", "23084", "85123A", "21108"]
+    pairs = pair_candidates(star_con, dead, last, 5, 0.1, 1.0, top=3, dead_ids=set(dead))
+    _scanned(monkeypatch)
+    mined_scan, stats_scan = rules.mine_rules(star_con, 0.01, 0.3, 1.0, 3, as_of=last)
+    pairs_scan = pair_candidates(star_con, dead, last, 5, 0.1, 1.0, top=3, dead_ids=set(dead))
+    assert len(mined) > 100 and len(pairs) > 5
+    pd.testing.assert_frame_equal(mined, mined_scan)
+    assert stats == stats_scan
+    def ordered(df):
+        return (df.assign(partner=df["partner_ids"].str[0]).sort_values(["product_id", "partner"])
+                .drop(columns="partner").reset_index(drop=True))
+
+    pd.testing.assert_frame_equal(ordered(pairs), ordered(pairs_scan))
+
+
+def test_counted_in_the_lines_when_the_star_does_not_fit(star_con):
+    last = star_con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    # as_of before the data's last date: the star's totals count lines after it
+    assert rules.product_counts(star_con, last - dt.timedelta(days=30)) is None
+    # data changed since the totals were synced: they no longer describe it
+    star_con.execute("UPDATE cleaned_transactions SET quantity = quantity + 1 WHERE rowid = 0")
+    assert rules.product_counts(star_con, last) is None
+    # no star schema at all
+    plain = duckdb.connect()
+    plain.execute("CREATE TABLE cleaned_transactions AS SELECT * FROM range(0) t(order_date)")
+    assert rules.product_counts(plain, None) is None
