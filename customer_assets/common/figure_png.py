@@ -15,6 +15,16 @@ import pickle
 PNG_COMPRESS_LEVEL = 3
 
 
+def close_figure(fig) -> None:
+    """Close a figure made by pyplot (drops it from pyplot's figure list); a figure made without
+    pyplot (common.plotting.plt.subplots) needs nothing."""
+    import sys
+
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
+        pyplot.close(fig)
+
+
 def render_png(fig, dpi: int = 90) -> bytes:
     """The figure as PNG bytes, cropped to its tight bounding box (as savefig(bbox_inches="tight")).
 
@@ -89,8 +99,5 @@ def render_pickled(payload: bytes, dpi: int = 90) -> bytes:
     try:
         return render_png(fig, dpi)
     finally:
-        if getattr(fig.canvas, "manager", None) is not None:  # a pyplot figure is pyplot's again here
-            import matplotlib.pyplot
-
-            matplotlib.pyplot.close(fig)
+        close_figure(fig)  # a pyplot figure is registered with this process' pyplot when unpickled
 

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from customer_assets.common.db import quote_ident, row_count
+from customer_assets.common.figure_png import close_figure
 
 
 def df_to_markdown(df: pd.DataFrame, max_rows: int = 10, floatfmt: str = ".4g") -> str:
@@ -40,16 +41,6 @@ def fig_to_md(fig, alt: str = "plot", dpi: int = 90) -> str:
 def png_to_md(png: bytes, alt: str = "plot") -> str:
     """PNG bytes as an inline base64 image in markdown."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
-def close_figure(fig) -> None:
-    """Close a figure made by pyplot (drops it from pyplot's figure list); a figure made without
-    pyplot (common.plotting.plt.subplots) needs nothing."""
-    import sys
-
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
-        pyplot.close(fig)
 
 
 # where fig_to_png_bytes rendered the figures of this process: in the helper, or here (helpers off,
