@@ -176,6 +176,7 @@ def headline_counts(con: duckdb.DuckDBPyConnection) -> tuple:
                  (SELECT CAST(coalesce(sum(n_lines), 0) AS BIGINT) AS lines FROM {p}customer_days) d"""
     ).fetchone()
 
+
 def kpis(con: duckdb.DuckDBPyConnection) -> Section:
     title = "Headline KPIs"
     if not table_exists(con, "cleaned_transactions"):
