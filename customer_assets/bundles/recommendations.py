@@ -279,9 +279,16 @@ def most_ordered_products(con: duckdb.DuckDBPyConnection, k: int) -> list[str]:
     Without counting every product's distinct orders (one hash entry per order line at scale): a
     product's line count is >= its order count, so once the k-th best order count t among the products
     with the most lines is known, only products with >= t lines can still be in the top k; their order
-    counts are added until none is missing."""
+    counts are added until none is missing. With the star schema's per-product totals up to date
+    (bundles.rules.product_counts) the order counts are read from them instead."""
+    from customer_assets.bundles.rules import product_counts
+
     if k <= 0:
         return []
+    counts = product_counts(con)
+    if counts is not None:
+        return [p for (p,) in con.execute(
+            f"SELECT product_id FROM ({counts}) ORDER BY orders DESC, product_id LIMIT ?", [k]).fetchall()]
     lines = con.execute(
         "SELECT product_id, count(*) AS n FROM cleaned_transactions WHERE product_id IS NOT NULL "
         "GROUP BY product_id ORDER BY n DESC, product_id"

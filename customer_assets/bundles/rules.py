@@ -132,7 +132,8 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
 def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:
     """A SELECT of (product_id, lines, orders) over the lines with a product dated on or before
     `as_of`, from the star schema's per-product totals (warehouse/star, kept up to date from the
-    appended lines), or None: when those totals do not describe the current data, or when `as_of`
+    appended lines; brought up to date first when only appends happened since), or None: when those
+    totals cannot describe the current data that way (no star yet, or rebuilt data), or when `as_of`
     is before the data's last date (they count every line). None: count in cleaned_transactions."""
     from customer_assets.warehouse.star import product_counts_sql as star_counts
 

@@ -459,14 +459,27 @@ def product_counts_sql(con) -> str | None:
     """A SELECT of (product_id, lines, orders) over every line with a product - lines and distinct
     orders per product - read from the intermediates (thousands of rows) when they describe the
     current data with this code; None when they do not (the caller counts in cleaned_transactions).
-    The bundle steps use it: they would otherwise scan every line for the same counts."""
-    from customer_assets.common.data_version import data_fingerprint
+    The bundle steps use it: they would otherwise scan every line for the same counts.
+
+    When only appends happened since the intermediates were synced (the weekly refresh), they are
+    brought up to date here first, from the appended lines: the work the star's own steps would do
+    later in the run anyway (they then find them up to date), instead of the bundle steps scanning
+    every line beside it. Measured at N=20 + one week: the sync 0.43 s, the scans it replaces
+    ~0.6 s. After a rebuild (a full build) they are left to the star's steps: rebuilding them here
+    would hold a bundle step for seconds."""
+    from customer_assets.common.data_version import appended_since, data_fingerprint
+    from customer_assets.common.db import is_read_only
 
     if not _state_tables_exist(con):
         return None
     state = built_from(con, INTERMEDIATES)
-    if state is None or state[1] != _VERSIONS[INTERMEDIATES] or state[0] != data_fingerprint(con):
+    if state is None or state[1] != _VERSIONS[INTERMEDIATES]:
         return None
+    current = data_fingerprint(con)
+    if state[0] != current:
+        if is_read_only(con) or appended_since(con, state[0], current) is None:
+            return None
+        sync_intermediates(con, current)
     return f"""SELECT t.product_id, CAST(n.lines AS BIGINT) AS lines, CAST(t.orders AS BIGINT) AS orders
                FROM {STATE}.product_totals t
                JOIN (SELECT product_id, sum(n) AS lines FROM {STATE}.product_names GROUP BY product_id) n

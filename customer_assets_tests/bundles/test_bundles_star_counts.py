@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from customer_assets.bundles import rules
-from customer_assets.bundles.recommendations import pair_candidates
+from customer_assets.bundles.recommendations import most_ordered_products, pair_candidates
 from customer_assets.common.data_version import data_fingerprint
+from customer_assets.ingestion.pipeline import ingest
 from customer_assets.warehouse import star
+from customer_assets_tests.conftest import RETAIL_MAPPING, RETAIL_PARQUET
 
 
 @pytest.fixture
@@ -70,3 +72,64 @@ def test_counted_in_the_lines_when_the_star_does_not_fit(star_con):
     plain = duckdb.connect()
     plain.execute("CREATE TABLE cleaned_transactions AS SELECT * FROM range(0) t(order_date)")
     assert rules.product_counts(plain, None) is None
+
+
+@pytest.fixture(scope="module")
+def appended_db(tmp_path_factory):
+    """Online Retail loaded in two files: the star's intermediates synced after the first, then the
+    second appended (a weekly refresh's state before the star's steps run). Each test copies it."""
+    tmp = tmp_path_factory.mktemp("star_counts_append")
+    df = pd.read_parquet(RETAIL_PARQUET)
+    when = pd.to_datetime(df["InvoiceDate"])
+    first, landing = tmp / "retail_a.parquet", tmp / "landing"
+    landing.mkdir()
+    df[when < "2011-11-01"].to_parquet(first, index=False)
+    path = tmp / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        ingest(con, str(first), str(RETAIL_MAPPING), str(landing))
+        star.sync_intermediates(con, data_fingerprint(con))
+        df[when >= "2011-11-01"].to_parquet(landing / "retail_b.parquet", index=False)
+        ingest(con, str(first), str(RETAIL_MAPPING), str(landing))
+        assert star.built_from(con, star.INTERMEDIATES)[0] != data_fingerprint(con)  # behind by the append
+    return path
+
+
+def _copy(db, tmp_path, read_only=False):
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(db, path)
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+def test_after_an_append_the_counts_sync_the_star_first(appended_db, tmp_path):
+    con = _copy(appended_db, tmp_path)
+    current = data_fingerprint(con)
+    assert star.built_from(con, star.INTERMEDIATES)[0] != current
+    last = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    sql = rules.product_counts(con, last)
+    assert sql is not None
+    assert star.built_from(con, star.INTERMEDIATES)[0] == current  # brought up to date from the appended lines
+    got = con.execute(f"SELECT * FROM ({sql}) ORDER BY product_id").df()
+    expected = con.execute(
+        "SELECT product_id, count(*) AS lines, count(DISTINCT order_id) AS orders FROM cleaned_transactions "
+        "WHERE product_id IS NOT NULL GROUP BY product_id ORDER BY product_id").df()
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert star.sync_intermediates(con, current) == "same"  # the star's steps find them up to date
+    con.close()
+
+
+def test_a_read_only_connection_behind_the_data_counts_in_the_lines(appended_db, tmp_path):
+    ro = _copy(appended_db, tmp_path, read_only=True)
+    assert star.built_from(ro, star.INTERMEDIATES)[0] != data_fingerprint(ro)
+    assert rules.product_counts(ro) is None
+    ro.close()
+
+
+def test_most_ordered_products_are_the_same_from_the_stars_counts(star_con, monkeypatch):
+    assert rules.product_counts(star_con) is not None
+    from_star = most_ordered_products(star_con, 40)
+    _scanned(monkeypatch)
+    assert most_ordered_products(star_con, 40) == from_star
+    assert len(from_star) == 40
+    assert from_star == [r[0] for r in star_con.execute(
+        "SELECT product_id FROM cleaned_transactions WHERE product_id IS NOT NULL GROUP BY product_id "
+        "ORDER BY count(DISTINCT order_id) DESC, product_id LIMIT 40").fetchall()]
