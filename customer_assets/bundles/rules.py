@@ -108,9 +108,15 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     """product_id -> its most frequent product_name (descriptions vary between lines; a tie goes to the
     alphabetically last, as in dim_product, so the same data always gives the same name).
 
-    `product_ids`: only these products. Every product's name is computed (one scan of every line
-    either way) and kept for the run: association_rules and bundle_recommendations both ask."""
+    `product_ids`: only these products. Every product's name is computed (one scan of every line, or
+    a read of the star's name counts, see `_from_star`) and kept for the run: association_rules,
+    bundle_recommendations and dead_stock all ask."""
+    from customer_assets.warehouse.star import product_names_sql
+
     def every_name() -> dict:
+        star_sql = _from_star(con, as_of, product_names_sql)
+        if star_sql is not None:
+            return dict(con.execute(star_sql).fetchall())
         where = "AND order_date <= ?" if as_of is not None else ""
         return dict(con.execute(
             f"""
@@ -129,29 +135,45 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     return {p: names[p] for p in {str(p) for p in product_ids} if p in names}
 
 
-def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:
-    """A SELECT of (product_id, lines, orders) over the lines with a product dated on or before
-    `as_of`, from the star schema's per-product totals (warehouse/star, kept up to date from the
-    appended lines; brought up to date first when only appends happened since), or None: when those
-    totals cannot describe the current data that way (no star yet, or rebuilt data), or when `as_of`
-    is before the data's last date (they count every line). None: count in cleaned_transactions."""
-    from customer_assets.warehouse.star import product_counts_sql as star_counts
-
-    sql = star_counts(con)
+def _from_star(con: duckdb.DuckDBPyConnection, as_of, star_sql) -> Optional[str]:
+    """`star_sql(con)` (a read of the star schema's per-product intermediates, warehouse/star: kept up
+    to date from the appended lines, and brought up to date first when only appends happened since)
+    when it describes the lines dated on or before `as_of`; None when the intermediates cannot
+    describe the current data that way (no star yet, or rebuilt data), or when `as_of` is before the
+    data's last date (they hold every line). None: count in cleaned_transactions."""
+    sql = star_sql(con)
     if sql is None or as_of is None:
         return sql
-    last = con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    last = data_version.memoized(con, ("last_order_date",), lambda: con.execute(
+        "SELECT max(order_date) FROM cleaned_transactions").fetchone()[0])
     return sql if last is not None and last <= pd.Timestamp(as_of).date() else None
+
+
+def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:
+    """A SELECT of (product_id, lines, orders) over the lines with a product dated on or before
+    `as_of`, from the star's per-product totals, or None (see `_from_star`)."""
+    from customer_assets.warehouse.star import product_counts_sql
+
+    return _from_star(con, as_of, product_counts_sql)
 
 
 def orders_with_products(con: duckdb.DuckDBPyConnection, as_of=None) -> int:
     """The orders with a product line dated on or before `as_of` (every order when None): the
-    support denominator of the rules and of the bundle pairs; counted once per run."""
-    where = "AND order_date <= ?" if as_of is not None else ""
-    return data_version.memoized(con, ("orders_with_products", str(as_of)), lambda: con.execute(
-        f"SELECT count(DISTINCT order_id) FROM cleaned_transactions "
-        f"WHERE order_id IS NOT NULL AND product_id IS NOT NULL {where}",
-        [as_of] if as_of is not None else []).fetchone()[0])
+    support denominator of the rules and of the bundle pairs; counted once per run (read from the
+    star's orders when `_from_star` allows)."""
+    from customer_assets.warehouse.star import orders_with_products_sql
+
+    def count() -> int:
+        star_sql = _from_star(con, as_of, orders_with_products_sql)
+        if star_sql is not None:
+            return con.execute(star_sql).fetchone()[0]
+        where = "AND order_date <= ?" if as_of is not None else ""
+        return con.execute(
+            f"SELECT count(DISTINCT order_id) FROM cleaned_transactions "
+            f"WHERE order_id IS NOT NULL AND product_id IS NOT NULL {where}",
+            [as_of] if as_of is not None else []).fetchone()[0]
+
+    return data_version.memoized(con, ("orders_with_products", str(as_of)), count)
 
 
 def _distinct_baskets(con, where: str, params: list, candidates: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -455,11 +455,10 @@ def _apply_appended(con, appended) -> None:
         con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-def product_counts_sql(con) -> str | None:
-    """A SELECT of (product_id, lines, orders) over every line with a product - lines and distinct
-    orders per product - read from the intermediates (thousands of rows) when they describe the
-    current data with this code; None when they do not (the caller counts in cleaned_transactions).
-    The bundle steps use it: they would otherwise scan every line for the same counts.
+def _products_synced(con) -> bool:
+    """Whether the intermediates describe the current data with this code, for the bundle steps'
+    per-product reads below (which return None otherwise: the caller counts in cleaned_transactions;
+    they would otherwise scan every line for what the intermediates keep).
 
     When only appends happened since the intermediates were synced (the weekly refresh), they are
     brought up to date here first, from the appended lines: the work the star's own steps would do
@@ -471,19 +470,47 @@ def product_counts_sql(con) -> str | None:
     from customer_assets.common.db import is_read_only
 
     if not _state_tables_exist(con):
-        return None
+        return False
     state = built_from(con, INTERMEDIATES)
     if state is None or state[1] != _VERSIONS[INTERMEDIATES]:
-        return None
+        return False
     current = data_fingerprint(con)
     if state[0] != current:
         if is_read_only(con) or appended_since(con, state[0], current) is None:
-            return None
+            return False
         sync_intermediates(con, current)
+    return True
+
+
+def product_counts_sql(con) -> str | None:
+    """A SELECT of (product_id, lines, orders) over every line with a product - lines and distinct
+    orders per product - from the intermediates (thousands of rows), or None (see _products_synced)."""
+    if not _products_synced(con):
+        return None
     return f"""SELECT t.product_id, CAST(n.lines AS BIGINT) AS lines, CAST(t.orders AS BIGINT) AS orders
                FROM {STATE}.product_totals t
                JOIN (SELECT product_id, sum(n) AS lines FROM {STATE}.product_names GROUP BY product_id) n
                  USING (product_id)"""
+
+
+def product_names_sql(con) -> str | None:
+    """A SELECT of (product_id, product_name): each product's most frequent non-NULL name over every
+    line, a tie going to the alphabetically last (as dim_product), or None (see _products_synced)."""
+    if not _products_synced(con):
+        return None
+    return f"""SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name
+               FROM {STATE}.product_names WHERE product_name IS NOT NULL GROUP BY product_id"""
+
+
+def orders_with_products_sql(con) -> str | None:
+    """A SELECT of one count: the distinct orders over every line with a product, or None (see
+    _products_synced). customer_orders holds every order, so only when no line lacks a product
+    (the column statistics answer that without a scan)."""
+    if not _products_synced(con):
+        return None
+    if con.execute("SELECT count(*) FROM cleaned_transactions WHERE product_id IS NULL").fetchone()[0]:
+        return None
+    return f"SELECT count(DISTINCT order_id) FROM {STATE}.customer_orders"
 
 
 def sync_intermediates(con, current: str) -> str:

@@ -133,3 +133,20 @@ def test_most_ordered_products_are_the_same_from_the_stars_counts(star_con, monk
     assert from_star == [r[0] for r in star_con.execute(
         "SELECT product_id FROM cleaned_transactions WHERE product_id IS NOT NULL GROUP BY product_id "
         "ORDER BY count(DISTINCT order_id) DESC, product_id LIMIT 40").fetchall()]
+
+
+def test_names_and_order_total_are_the_same_from_the_star(star_con, monkeypatch):
+    from customer_assets.warehouse.star import orders_with_products_sql, product_names_sql
+
+    last = star_con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    assert product_names_sql(star_con) is not None and orders_with_products_sql(star_con) is not None
+    names, orders = rules.product_names(star_con, last), rules.orders_with_products(star_con, last)
+    monkeypatch.setattr(star, "product_names_sql", lambda con: None)
+    monkeypatch.setattr(star, "orders_with_products_sql", lambda con: None)
+    assert rules.product_names(star_con, last) == names and len(names) > 3000
+    assert rules.orders_with_products(star_con, last) == orders > 15000
+    monkeypatch.undo()
+    # a line without a product: the star's orders count it, the denominator must not
+    star_con.execute("UPDATE cleaned_transactions SET product_id = NULL, order_id = 'only-unnamed' WHERE rowid = 0")
+    star.sync_intermediates(star_con, data_fingerprint(star_con))
+    assert orders_with_products_sql(star_con) is None
