@@ -167,6 +167,8 @@ def dead_stock_from_inventory(
     if zero.any():
         notes.append(f"{int(zero.sum())} product(s) with 0 units stocked left out (no sold ratio)")
     inv = inv[~zero][["product_id", "units_stocked", "window_start"]]
+    # every product (the join below keeps the inventory's): an IN filter here costs twice the scan
+    names, params = _names_sql(con, as_of, last_sold=True)
     con.register("__inventory", inv)
     try:
         frame = con.execute(
@@ -176,12 +178,7 @@ def dead_stock_from_inventory(
                 FROM __inventory i LEFT JOIN cleaned_transactions t
                   ON t.product_id = i.product_id AND t.order_date >= i.window_start AND t.order_date <= ?
                 GROUP BY i.product_id),
-            names AS (  -- every product (the join below keeps the inventory's): an IN filter here costs twice the scan
-                SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name, max(last_date) AS last_sold_date FROM (
-                    SELECT product_id, product_name, count(*) AS n, max(order_date) AS last_date
-                    FROM cleaned_transactions WHERE order_date <= ?
-                    GROUP BY ALL)
-                GROUP BY product_id)
+            names AS ({names})
             SELECT i.product_id, n.product_name, s.units_sold::DOUBLE AS units_sold,
                    i.units_stocked::DOUBLE AS units_available, i.units_stocked::DOUBLE AS expected_units,
                    s.units_sold / i.units_stocked AS sold_ratio,
@@ -191,7 +188,7 @@ def dead_stock_from_inventory(
             FROM __inventory i JOIN sold s USING (product_id) LEFT JOIN names n USING (product_id)
             ORDER BY sold_ratio, product_id
             """,
-            [as_of, as_of, dead_ratio, as_of],
+            [as_of, *params, dead_ratio, as_of],
         ).df()
         matched = con.execute(
             "SELECT count(*) FROM __inventory WHERE product_id IN (SELECT DISTINCT product_id FROM cleaned_transactions)"
@@ -200,6 +197,24 @@ def dead_stock_from_inventory(
         con.unregister("__inventory")
     stats = {"inventory_products": len(inv), "inventory_products_ever_sold": int(matched)}
     return DeadStockResult(frame=frame, method=METHOD_INVENTORY, notes=notes, stats=stats)
+
+
+def _names_sql(con: duckdb.DuckDBPyConnection, as_of: dt.date, last_sold: bool = False) -> tuple[str, list]:
+    """(SELECT, params) of product_id -> its most frequent name (a NULL name counts; a tie goes to the
+    alphabetically last) over the lines dated on or before as_of, and with `last_sold` the date of
+    its last such line: read from the star's name counts when they describe those lines
+    (bundles.rules.from_star), else scanned."""
+    from customer_assets.bundles.rules import from_star
+    from customer_assets.warehouse.star import product_names_sql
+
+    star_sql = from_star(con, as_of, lambda c: product_names_sql(c, named_only=False, last_sold=last_sold))
+    if star_sql is not None:
+        return star_sql, []
+    last, inner = (", max(last_date) AS last_sold_date", ", max(order_date) AS last_date") if last_sold else ("", "")
+    return f"""SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name{last} FROM (
+                   SELECT product_id, product_name, count(*) AS n{inner}
+                   FROM cleaned_transactions WHERE order_date <= ? GROUP BY ALL)
+               GROUP BY product_id""", [as_of]
 
 
 def dead_stock_proxy(
@@ -222,6 +237,7 @@ def dead_stock_proxy(
         return DeadStockResult(frame=empty, method=METHOD_PROXY, notes=notes, stats={"baseline_days_used": 0})
     if baseline_len < baseline_days:
         notes.append(f"baseline shortened to {baseline_len} days (data starts {first})")
+    names, params = _names_sql(con, as_of)
     frame = con.execute(
         f"""
         WITH per AS (
@@ -232,11 +248,7 @@ def dead_stock_proxy(
             FROM cleaned_transactions
             WHERE product_id IS NOT NULL AND order_date >= ? AND order_date <= ?
             GROUP BY product_id),
-        names AS (
-            SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name FROM (
-                SELECT product_id, product_name, count(*) AS n FROM cleaned_transactions
-                WHERE order_date <= ? GROUP BY ALL)
-            GROUP BY product_id)
+        names AS ({names})
         SELECT p.product_id, n.product_name, p.units_sold::DOUBLE AS units_sold,
                NULL::DOUBLE AS units_available,
                p.base_units / ? * ? AS expected_units,
@@ -247,7 +259,7 @@ def dead_stock_proxy(
         WHERE p.base_units > 0
         ORDER BY sold_ratio, product_id
         """,
-        [eff_start, window_start, window_start, eff_start, as_of, as_of,
+        [eff_start, window_start, window_start, eff_start, as_of, *params,
          baseline_len, window_days, baseline_len, window_days, baseline_len, window_days, dead_ratio,
          window_start, as_of],
     ).df()

@@ -109,12 +109,12 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     alphabetically last, as in dim_product, so the same data always gives the same name).
 
     `product_ids`: only these products. Every product's name is computed (one scan of every line, or
-    a read of the star's name counts, see `_from_star`) and kept for the run: association_rules,
+    a read of the star's name counts, see `from_star`) and kept for the run: association_rules,
     bundle_recommendations and dead_stock all ask."""
     from customer_assets.warehouse.star import product_names_sql
 
     def every_name() -> dict:
-        star_sql = _from_star(con, as_of, product_names_sql)
+        star_sql = from_star(con, as_of, product_names_sql)
         if star_sql is not None:
             return dict(con.execute(star_sql).fetchall())
         where = "AND order_date <= ?" if as_of is not None else ""
@@ -135,7 +135,7 @@ def product_names(con: duckdb.DuckDBPyConnection, as_of=None, product_ids=None) 
     return {p: names[p] for p in {str(p) for p in product_ids} if p in names}
 
 
-def _from_star(con: duckdb.DuckDBPyConnection, as_of, star_sql) -> Optional[str]:
+def from_star(con: duckdb.DuckDBPyConnection, as_of, star_sql) -> Optional[str]:
     """`star_sql(con)` (a read of the star schema's per-product intermediates, warehouse/star: kept up
     to date from the appended lines, and brought up to date first when only appends happened since)
     when it describes the lines dated on or before `as_of`; None when the intermediates cannot
@@ -151,20 +151,20 @@ def _from_star(con: duckdb.DuckDBPyConnection, as_of, star_sql) -> Optional[str]
 
 def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:
     """A SELECT of (product_id, lines, orders) over the lines with a product dated on or before
-    `as_of`, from the star's per-product totals, or None (see `_from_star`)."""
+    `as_of`, from the star's per-product totals, or None (see `from_star`)."""
     from customer_assets.warehouse.star import product_counts_sql
 
-    return _from_star(con, as_of, product_counts_sql)
+    return from_star(con, as_of, product_counts_sql)
 
 
 def orders_with_products(con: duckdb.DuckDBPyConnection, as_of=None) -> int:
     """The orders with a product line dated on or before `as_of` (every order when None): the
     support denominator of the rules and of the bundle pairs; counted once per run (read from the
-    star's orders when `_from_star` allows)."""
+    star's orders when `from_star` allows)."""
     from customer_assets.warehouse.star import orders_with_products_sql
 
     def count() -> int:
-        star_sql = _from_star(con, as_of, orders_with_products_sql)
+        star_sql = from_star(con, as_of, orders_with_products_sql)
         if star_sql is not None:
             return con.execute(star_sql).fetchone()[0]
         where = "AND order_date <= ?" if as_of is not None else ""

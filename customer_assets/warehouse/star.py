@@ -493,13 +493,19 @@ def product_counts_sql(con) -> str | None:
                  USING (product_id)"""
 
 
-def product_names_sql(con) -> str | None:
-    """A SELECT of (product_id, product_name): each product's most frequent non-NULL name over every
-    line, a tie going to the alphabetically last (as dim_product), or None (see _products_synced)."""
+def product_names_sql(con, named_only: bool = True, last_sold: bool = False) -> str | None:
+    """A SELECT of (product_id, product_name): each product's most frequent name over every line, a
+    tie going to the alphabetically last (as dim_product; arg_max passes over NULL names); or None
+    (see _products_synced). `named_only`: only the products with a name (else a product without
+    any gets a row with a NULL name, as in dead_stock's own scan). `last_sold`: also
+    last_sold_date, the date of the product's last line."""
     if not _products_synced(con):
         return None
-    return f"""SELECT product_id, arg_max(product_name, (n, product_name)) AS product_name
-               FROM {STATE}.product_names WHERE product_name IS NOT NULL GROUP BY product_id"""
+    where = "WHERE n.product_name IS NOT NULL" if named_only else ""
+    last = ", any_value(CAST(t.last_sale AS DATE)) AS last_sold_date" if last_sold else ""
+    join = f"JOIN {STATE}.product_totals t USING (product_id)" if last_sold else ""
+    return f"""SELECT n.product_id, arg_max(n.product_name, (n.n, n.product_name)) AS product_name{last}
+               FROM {STATE}.product_names n {join} {where} GROUP BY n.product_id"""
 
 
 def orders_with_products_sql(con) -> str | None:

@@ -150,3 +150,32 @@ def test_names_and_order_total_are_the_same_from_the_star(star_con, monkeypatch)
     star_con.execute("UPDATE cleaned_transactions SET product_id = NULL, order_id = 'only-unnamed' WHERE rowid = 0")
     star.sync_intermediates(star_con, data_fingerprint(star_con))
     assert orders_with_products_sql(star_con) is None
+
+
+def test_dead_stock_is_the_same_with_the_stars_names(star_con, monkeypatch):
+    from customer_assets.bundles.dead_stock import dead_stock_from_inventory, dead_stock_proxy
+
+    last = star_con.execute("SELECT max(order_date) FROM cleaned_transactions").fetchone()[0]
+    # a product without any name: dead_stock keeps its row (no name, its last sale's date); the
+    # bundle steps' names leave it out
+    star_con.execute("UPDATE cleaned_transactions SET product_name = NULL WHERE product_id = '22139'")
+    star.sync_intermediates(star_con, data_fingerprint(star_con))
+    products = star_con.execute(
+        "SELECT product_id FROM cleaned_transactions GROUP BY 1 ORDER BY count(*) DESC LIMIT 300").fetchall()
+    inv = pd.DataFrame({"product_id": [p for (p,) in products], "units_stocked": 500.0,
+                        "date": [None] * 150 + [last - dt.timedelta(days=40)] * 150})
+
+    def both():
+        return (dead_stock_from_inventory(star_con, inv, last, 0.2, 60).frame,
+                dead_stock_proxy(star_con, last, 0.5, 30, 90).frame)
+
+    from_star = both()
+    monkeypatch.setattr(star, "product_names_sql", lambda con, **kw: None)
+    scanned = both()
+    for a, b in zip(from_star, scanned):
+        assert len(a) > 100 and a["product_name"].notna().sum() > 100
+        pd.testing.assert_frame_equal(a, b)
+    nameless = from_star[0][from_star[0]["product_id"] == "22139"]
+    assert len(nameless) == 1 and nameless["product_name"].isna().all() and nameless["last_sold_date"].notna().all()
+    monkeypatch.undo()
+    assert "22139" not in rules.product_names(star_con, last)
