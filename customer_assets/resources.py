@@ -65,7 +65,7 @@ class WarehouseResource(DuckDBResource):
 class _ThreadShares:
     """DuckDB's worker threads, shared by the steps that have the warehouse open at once.
 
-    Steps run two at a time in threads of one process (executor.py), and their connections share
+    Steps run several at a time in threads of one process (executor.py), and their connections share
     one DuckDB instance, whose `threads` setting is the instance's. With every core given to each
     of two steps, four DuckDB workers and the two steps' Python compete for two cores, and a
     parallel query pays for partitioned hash tables and their merge. One thread for every step

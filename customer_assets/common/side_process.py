@@ -1,6 +1,6 @@
 """Helper processes for library work that holds the GIL: rendering figures.
 
-Why: a run executes its steps two at a time in threads of one process (executor.py). DuckDB releases
+Why: a run executes its steps several at a time in threads of one process (executor.py). DuckDB releases
 the GIL while it works; matplotlib's drawing does not. py-spy at N=20 (2 cores): the weekly refresh
 held the GIL for 13 of its 17.5 s, 2.0 s of it rendering its 18 figures, while the other core was
 often idle. In a helper process the rendering runs on the other core, beside the steps' Python.

@@ -705,7 +705,7 @@ def write_customer_features(con: duckdb.DuckDBPyConnection, table: str, snapshot
 
 _FEATURE_CACHE: "OrderedDict" = OrderedDict()   # key -> (frame, {column: DuckDB type}); never modified
 _FEATURE_CACHE_SIZE = 16
-# steps run two at a time in threads of one process (executor.py): every access to the cache holds this
+# steps run several at a time in threads of one process (executor.py): every access to the cache holds this
 _FEATURE_CACHE_LOCK = threading.Lock()
 
 

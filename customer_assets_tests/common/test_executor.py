@@ -9,6 +9,7 @@ import time
 import dagster as dg
 import pytest
 
+from customer_assets import executor
 from customer_assets.executor import critical_path_first, recent_step_seconds, threaded_in_process_executor
 
 # Two steps that can only both finish when they run at the same time: each waits for the other.
@@ -77,6 +78,26 @@ def interruptible_job():
         assets=[source_table, sleeper, after_sleeper], executor=threaded_in_process_executor,
         jobs=[dg.define_asset_job("interruptible", selection="*")],
     ).resolve_job_def("interruptible")
+
+
+# Three steps that can only finish when all three run at once (the default on two CPUs or more).
+_BARRIER3 = threading.Barrier(3, timeout=20)
+
+
+def _third(name):
+    @dg.asset(name=name, pool="duckdb")
+    def step(source_table):
+        _BARRIER3.wait()
+        return source_table
+
+    return step
+
+
+def three_job():
+    return dg.Definitions(
+        assets=[source_table, _third("first"), _third("second"), _third("third")],
+        executor=threaded_in_process_executor, jobs=[dg.define_asset_job("three", selection="*")],
+    ).resolve_job_def("three")
 
 
 def concurrent_job():
@@ -156,6 +177,19 @@ def test_a_failed_step_fails_the_run_skips_its_children_and_lets_the_others_fini
         assert "after_broken" not in _step_events(result, "STEP_START")  # never ran: its input failed
         failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
         assert "this step fails on purpose" in str(failure.step_failure_data.error)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one step at a time on one CPU")
+def test_by_default_three_steps_run_at_once(instance):
+    with dg.execute_job(dg.reconstructable(three_job), instance=instance) as result:
+        assert result.success  # the three passed the barrier together
+        assert _step_events(result, "STEP_SUCCESS") == {"source_table", "first", "second", "third"}
+
+
+def test_default_concurrency_is_three_on_two_cpus_or_more_and_one_on_one(monkeypatch):
+    for cpus, expected in ((None, 1), (1, 1), (2, 3), (16, 3)):
+        monkeypatch.setattr(executor.os, "cpu_count", lambda cpus=cpus: cpus)
+        assert executor.default_max_concurrent() == expected, cpus
 
 
 def test_max_concurrent_1_runs_steps_one_after_the_other(instance):
