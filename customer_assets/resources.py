@@ -8,7 +8,7 @@ launchpad under `resources:`.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +43,8 @@ class WarehouseResource(DuckDBResource):
         from customer_assets.common.data_version import kept_for_run
 
         with kept_for_run(), super().yield_for_execution(context) as resource:
-            yield resource
+            with _INSTANCE_KEEPER.run(resource):
+                yield resource
 
     @contextmanager
     def get_connection(self):
@@ -53,6 +54,7 @@ class WarehouseResource(DuckDBResource):
                 if shares is not None:
                     shares.opened(conn)
                 defer_vacuum(conn)  # appends write their own rows only; ingestion compacts now and then
+                _INSTANCE_KEEPER.opened(self)
                 yield conn
             finally:
                 try:
@@ -101,6 +103,58 @@ class _ThreadShares:
 
 
 _THREAD_SHARES = _ThreadShares()
+
+
+class _InstanceKeeper:
+    """One connection per warehouse file, held from a run's first connection to its end, so that
+    the process's DuckDB instance stays open between the run's steps.
+
+    Without it, a step that closed the last connection shut the instance down (a checkpoint) while
+    another step, in another thread, opened a new connection to the same file: DuckDB refused that
+    ("Binder Error: Unique file handle conflict: Cannot attach ... already attached by database ..."),
+    and the step failed (seen in regional_extracts at N=1, three steps at a time). The connection is
+    opened when the run's first step opens one (after the run has claimed the `duckdb` pool, so a
+    run waiting for the slot does not hold the file), with DuckDBResource's own configuration; it
+    runs no query and is not counted in the thread shares."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._held: dict = {}  # database path -> {"runs": runs in progress, "stack": ExitStack or None}
+
+    @contextmanager
+    def run(self, resource):
+        key = resource.database
+        if not key or key == ":memory:":
+            yield
+            return
+        with self._lock:
+            self._held.setdefault(key, {"runs": 0, "stack": None})["runs"] += 1
+        try:
+            yield
+        finally:
+            stack = None
+            with self._lock:
+                entry = self._held[key]
+                entry["runs"] -= 1
+                if not entry["runs"]:
+                    stack = self._held.pop(key)["stack"]
+            if stack is not None:
+                stack.close()
+
+    def opened(self, resource) -> None:
+        """A connection of `resource` is open: hold one for the run if none is held yet."""
+        with self._lock:
+            entry = self._held.get(resource.database)
+            if entry is None or entry["stack"] is not None:
+                return
+            stack = ExitStack()
+            stack.enter_context(DuckDBResource.get_connection(resource))
+            entry["stack"] = stack
+
+
+_INSTANCE_KEEPER = _InstanceKeeper()
 
 
 class SourceConfig(dg.ConfigurableResource):

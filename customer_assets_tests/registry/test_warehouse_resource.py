@@ -63,3 +63,72 @@ def test_the_warehouse_connections_defer_vacuum(tmp_path):
         con.execute("RESET max_vacuum_tasks")
     with res.get_connection() as con:
         assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0] == 0
+
+
+def _instance_open(path) -> bool:
+    """Whether this process holds a DuckDB instance of `path`: a connection with another
+    configuration is refused only then."""
+    import duckdb
+
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+        return False
+    except duckdb.ConnectionException:
+        return True
+
+
+def test_a_run_keeps_the_duckdb_instance_open_from_its_first_connection_to_its_end(tmp_path):
+    from customer_assets.resources import _INSTANCE_KEEPER
+
+    path = tmp_path / "wh.duckdb"
+    res = WarehouseResource(database=str(path))
+    with res.get_connection() as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    with _INSTANCE_KEEPER.run(res):
+        assert not _instance_open(path)  # nothing held before a step opens the file (pool not claimed yet)
+        with res.get_connection() as con:
+            con.execute("SELECT 1")
+        assert _instance_open(path)  # the step closed its connection; the run still holds one
+        with res.get_connection() as con:
+            assert con.execute("SELECT x FROM t").fetchone() == (1,)
+    assert not _instance_open(path)  # released at the run's end
+    with res.get_connection() as con:  # outside a run nothing is held
+        con.execute("SELECT 1")
+    assert not _instance_open(path)
+
+
+def test_steps_opening_and_closing_at_once_do_not_collide_on_the_file(tmp_path):
+    """Three threads open, write and close connections with gaps between them, as steps do. Without
+    the run's connection, a new connection met the instance shutting down and failed ("Unique file
+    handle conflict"): 98 failures in 10 rounds of this, 0 with it."""
+    import random
+    import threading
+    import time
+
+    import duckdb
+
+    from customer_assets.resources import _INSTANCE_KEEPER
+
+    path = tmp_path / "wh.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE t AS SELECT range AS x FROM range(1000)").close()
+    res = WarehouseResource(database=str(path))
+    errors: list = []
+
+    def step():
+        for _ in range(25):
+            try:
+                with res.get_connection() as con:
+                    con.execute("INSERT INTO t SELECT range FROM range(1000000)")
+                time.sleep(random.random() * 0.03)
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(f"{type(e).__name__}: {e}")
+
+    with _INSTANCE_KEEPER.run(res):
+        threads = [threading.Thread(target=step) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with res.get_connection() as con:
+        assert con.execute("SELECT count(*) FROM t").fetchone() == (1000 + 75 * 1_000_000,)
