@@ -136,7 +136,7 @@ def pair_candidates(
         con.execute(f"CREATE TEMP TABLE {pk} AS SELECT product_id, (row_number() OVER ())::INTEGER AS pk "
                     + (f"FROM ({counts})" if counts else
                        f"FROM (SELECT DISTINCT product_id FROM cleaned_transactions WHERE {where})"),
-                    {} if counts else {"as_of": as_of})
+                    scan_as_of)
         con.execute(
             f"CREATE TEMP TABLE {o} AS SELECT k.ok, p.pk, count(*) AS lines FROM cleaned_transactions c "
             f"JOIN {ok} k USING (order_id) JOIN {pk} p USING (product_id) WHERE {where} GROUP BY ALL",

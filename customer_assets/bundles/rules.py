@@ -140,13 +140,15 @@ def from_star(con: duckdb.DuckDBPyConnection, as_of, star_sql) -> Optional[str]:
     to date from the appended lines, and brought up to date first when only appends happened since)
     when it describes the lines dated on or before `as_of`; None when the intermediates cannot
     describe the current data that way (no star yet, or rebuilt data), or when `as_of` is before the
-    data's last date (they hold every line). None: count in cleaned_transactions."""
-    sql = star_sql(con)
-    if sql is None or as_of is None:
-        return sql
-    last = data_version.memoized(con, ("last_order_date",), lambda: con.execute(
-        "SELECT max(order_date) FROM cleaned_transactions").fetchone()[0])
-    return sql if last is not None and last <= pd.Timestamp(as_of).date() else None
+    data's last date (they hold every line). None: count in cleaned_transactions.
+    The date is checked first: `star_sql` may bring the intermediates up to date, which is no use
+    when the answer is None anyway."""
+    if as_of is not None:
+        last = data_version.memoized(con, ("last_order_date",), lambda: con.execute(
+            "SELECT max(order_date) FROM cleaned_transactions").fetchone()[0])
+        if last is None or last > pd.Timestamp(as_of).date():
+            return None
+    return star_sql(con)
 
 
 def product_counts(con: duckdb.DuckDBPyConnection, as_of=None) -> Optional[str]:

@@ -157,21 +157,25 @@ class Helper:
         _log.warning("%s; its work runs in the run's own process from now on", self._broken)
 
 
-def _close(proc: subprocess.Popen) -> None:
+def _close_input(proc: subprocess.Popen) -> None:
+    """Close the helper's stdin: it exits at the end of its input."""
     try:
         proc.stdin.close()
     except OSError:
         pass
+
+
+def _close(proc: subprocess.Popen) -> None:
+    _close_input(proc)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    for stream in (proc.stdout,):
-        try:
-            stream.close()
-        except OSError:
-            pass
+    try:
+        proc.stdout.close()
+    except OSError:
+        pass
 
 
 _started: list = []
@@ -184,10 +188,7 @@ def _stop_all() -> None:
     for helper in list(_started):
         proc, helper._proc = helper._proc, None
         if proc is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            _close_input(proc)
 
 
 # the pipeline's helper: figures are rendered in it (common.metadata.fig_to_png_bytes). Weekly refresh
