@@ -6,12 +6,13 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.actions import outbox as ob
+from customer_assets.actions.figures import value_at_risk_figure
 from customer_assets.actions import retention as rt
 from customer_assets.actions.notifier import Notifier
 from customer_assets.actions.inputs import write_typed
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
-from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
-from customer_assets.common.plotting import plt
+from customer_assets.common.figure_cache import table_figure_png
+from customer_assets.common.metadata import df_to_markdown, png_to_md, table_metadata
 from customer_assets.resources import SourceConfig
 from customer_assets.settings import AnalyticsSettings
 
@@ -32,20 +33,6 @@ def _campaign_week(con, settings: AnalyticsSettings) -> str:
     if table_exists(con, "cleaned_transactions"):
         return rt.campaign_week_of(resolve_as_of(con, settings.as_of_date()))
     return rt.campaign_week_of(settings.as_of_date() or __import__("datetime").date.today())
-
-
-def _value_at_risk_plot(summary) -> str:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax1.bar(summary["risk_band"], summary["value_at_risk"].fillna(0), color="#c0392b")
-    ax1.set_title("Value at risk by risk band")
-    ax1.set_ylabel("churn probability x CLV 12m")
-    ax2.bar(summary["risk_band"], summary["contacted"], label="contacted", color="#2e86c1")
-    ax2.bar(summary["risk_band"], summary["control"], bottom=summary["contacted"],
-            label="control (holdout)", color="#aab7b8")
-    ax2.set_title("Customers by band")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    return fig_to_md(fig, "value at risk")
 
 
 @dg.asset(
@@ -73,6 +60,9 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
             "SELECT customer_id, risk_band, contact, control_group, value_at_risk FROM retention_actions").df()
         summary = rt.summarize(actions)
         md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
+        # the report shows the same figure: rendered once per run (common/figure_cache)
+        plot = png_to_md(table_figure_png(con, ("retention_actions",), value_at_risk_figure), "value at risk") \
+            if len(actions) else None
     n = len(actions)
     # the frame holds every row of the table: the same counts as count(*) FILTER (...) in SQL
     control_group = actions["control_group"].fillna(False).astype(bool)
@@ -90,8 +80,8 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         "by_risk_band": dg.MetadataValue.md(df_to_markdown(summary, floatfmt=",.2f")),
         "input_notes": dg.MetadataValue.md("\n".join(f"- {x}" for x in gathered.notes) or "all inputs present"),
     }
-    if n and not summary.empty:
-        metadata["plot"] = dg.MetadataValue.md(_value_at_risk_plot(summary))
+    if plot is not None:
+        metadata["plot"] = dg.MetadataValue.md(plot)
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 

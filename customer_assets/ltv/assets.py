@@ -9,7 +9,9 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets.registry import training_reason
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
-from customer_assets.common.metadata import df_to_markdown, fig_to_md, fig_to_png_bytes, table_metadata
+from customer_assets.common.figure_cache import table_figure_png
+from customer_assets.common.metadata import df_to_markdown, fig_to_md, fig_to_png_bytes, png_to_md, table_metadata
+from customer_assets.ltv.figures import clv_decile_figure
 from customer_assets.ltv import evaluation as ev
 from customer_assets.ltv import training as tr
 from customer_assets.resources import ModelStore
@@ -198,6 +200,8 @@ def customer_ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
                FROM customer_ltv GROUP BY 1 ORDER BY 1 DESC"""
         ).df()
         valid = _ltv_valid_result(con)
+        # the report shows the same figure: rendered once per run (common/figure_cache)
+        plot = png_to_md(table_figure_png(con, ("customer_ltv",), clv_decile_figure), "CLV share by value decile")
     for name, reason in info["null_reasons"].items():
         context.log.warning(f"{name} unavailable, its columns are NULL: {reason}")
     for w in info.get("warnings", []):
@@ -210,6 +214,7 @@ def customer_ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
         "null_columns_because": dg.MetadataValue.json(info["null_reasons"]),
         "model_warnings": dg.MetadataValue.json(info.get("warnings", [])),
         "by_value_decile": dg.MetadataValue.md(df_to_markdown(deciles, max_rows=10)),
+        "clv_by_decile_plot": dg.MetadataValue.md(plot),
         "total_clv_12m": None if df["clv_12m"].isna().all() else float(df["clv_12m"].sum()),
     }, check_results=[valid])
 

@@ -10,9 +10,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.common.db import replace_table, resolve_as_of, table_exists
-from customer_assets.common.metadata import df_to_markdown, fig_to_md, table_metadata
-from customer_assets.common.plotting import plt
+from customer_assets.common.figure_cache import table_figure_png
+from customer_assets.common.metadata import df_to_markdown, png_to_md, table_metadata
 from customer_assets.monitoring.drift import REPORT_COLUMNS, build_drift_report
+from customer_assets.monitoring.figures import psi_figure, psi_rows_sql
 from customer_assets.settings import AnalyticsSettings
 
 GROUP = "monitoring"
@@ -24,23 +25,11 @@ def exempt_set(settings: AnalyticsSettings) -> set:
     return {f.strip() for f in (settings.psi_exempt_features or "").split(",") if f.strip()}
 
 
-def psi_chart(psi, threshold: float) -> str:
-    """Horizontal bars of PSI per model feature, threshold line; breaches red, exempt grey."""
-    if psi is None or len(psi) == 0:
+def psi_chart(con) -> str:
+    """The PSI chart of the drift_report just written (monitoring/figures; the report shows the same PNG)."""
+    if not con.execute(f"SELECT count(*) FROM ({psi_rows_sql(1)})").fetchone()[0]:
         return "_(no PSI computed)_"
-    d = psi.dropna(subset=["psi"]).copy()
-    if len(d) == 0:
-        return "_(no PSI computed)_"
-    d["label"] = d["model"] + ": " + d["feature"]
-    d = d.sort_values("psi")
-    colors = ["#bbbbbb" if e else ("#d62728" if b else "#1f77b4") for e, b in zip(d["exempt"], d["breached"])]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(d) + 1.2))
-    ax.barh(d["label"], d["psi"].clip(upper=max(2.0, threshold * 2)), color=colors)
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel("PSI (clipped at 2; grey = exempt, red = breach)")
-    ax.legend(loc="lower right")
-    ax.set_title("Feature drift vs the champion's deployment population")
-    return fig_to_md(fig, "PSI per feature")
+    return png_to_md(table_figure_png(con, ("drift_report",), psi_figure), "PSI per feature")
 
 
 def psi_markdown(psi) -> str:
@@ -80,6 +69,7 @@ def drift_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
         replace_table(con, "drift_report", result.table[REPORT_COLUMNS])
         base_md = table_metadata(con, "drift_report", preview_rows=60,
                                  order_by="breached DESC, value DESC NULLS LAST")
+        chart_md = psi_chart(con)
 
     reason = result.reason(settings.psi_threshold, settings.auc_drop_threshold)
     summary = result.summary(settings.psi_threshold, settings.auc_drop_threshold)
@@ -87,7 +77,6 @@ def drift_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, sett
         context.log.warning(note)
     context.log.info(summary)
     table_md = psi_markdown(result.psi)
-    chart_md = psi_chart(result.psi, settings.psi_threshold)
     checked = result.psi[~result.psi["exempt"].astype(bool)] if len(result.psi) else result.psi
     max_psi = checked["psi"].max() if len(checked) else math.nan
     auc = result.auc

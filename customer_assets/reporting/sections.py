@@ -19,13 +19,16 @@ import numpy as np
 import pandas as pd
 
 from customer_assets.actions import inputs as _inputs
+from customer_assets.actions.figures import value_at_risk_figure
 from customer_assets.common import db as _db
 from customer_assets.common.db import quote_ident
 from customer_assets.common.figure_cache import table_figure_png
 from customer_assets.common.metadata import fig_to_png_bytes
 from customer_assets.common.plotting import plt
 from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
-from customer_assets.warehouse.figures import region_figure, trend_figure
+from customer_assets.ltv.figures import clv_decile_figure
+from customer_assets.monitoring.figures import psi_figure
+from customer_assets.warehouse.figures import region_figure, top_products_figure, trend_figure
 
 BLUE, RED, GREY = "#2e86c1", "#c0392b", "#95a5a6"
 
@@ -305,7 +308,11 @@ def top_products(con) -> Section:
         if cancelled is not None:
             top["cancelled_units"] = top[pid].astype(str).map(cancelled).fillna(0.0)
             flagged = top.loc[top["cancelled_units"] > 0.5 * top[units], name].astype(str).tolist()
-    body = _barh(top[name].astype(str).str[:40], top[rev], "Top 10 products by revenue") + html_table(top, 10)
+    if {"product_id", "product_name", "revenue"} <= set(df.columns):  # the star's table: the asset's figure
+        chart = img_png(table_figure_png(con, ("top_products",), top_products_figure), "Top 10 products by revenue")
+    else:
+        chart = _barh(top[name].astype(str).str[:40], top[rev], "Top 10 products by revenue")
+    body = chart + html_table(top, 10)
     if flagged:
         body += note("Gross of cancellations (cancelled lines are quarantined, not netted): most units of "
                      + ", ".join(flagged) + " were cancelled, so their rank overstates real sales.")
@@ -497,14 +504,11 @@ def clv_deciles(con) -> Section:
             FROM customer_ltv GROUP BY value_decile ORDER BY value_decile"""
     ).df()
     df["clv_share"] = df["clv_12m"] / df["clv_12m"].sum()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.bar(df["value_decile"].astype(str), df["clv_share"], color=BLUE)
-    ax.set_title("Share of predicted 12-month CLV by value decile")
-    ax.set_xlabel("value decile")
+    chart = img_png(table_figure_png(con, ("customer_ltv",), clv_decile_figure), "clv deciles")
     top = df.loc[df["value_decile"].idxmax()]
     facts = {"top_decile_share": float(top["clv_share"]), "top_decile": int(top["value_decile"])}
     md = [f"- Value decile {facts['top_decile']} holds {facts['top_decile_share']:.0%} of predicted 12-month CLV"]
-    return Section("clv", title, img(fig, "clv deciles") + html_table(df, 10), md, facts)
+    return Section("clv", title, chart + html_table(df, 10), md, facts)
 
 
 def bundles(con) -> Section:
@@ -583,6 +587,9 @@ def drift(con) -> Section:
         if len(psi_rows) and not (psi_rows[value].fillna(0) > 0).any():
             chart = note("PSI is 0 for every feature: the champions' reference is this very population "
                          "(models trained on the current data). Drift shows after new data arrives.")
+        elif len(psi_rows) and {"model", "value", "threshold", "breached", "exempt"} <= set(df.columns):
+            # the drift_report asset's own chart (monitoring/figures), rendered once per run
+            chart = img_png(table_figure_png(con, ("drift_report",), psi_figure), "psi per feature")
         elif len(psi_rows):
             threshold = float(psi_rows["threshold"].iloc[0]) if "threshold" in psi_rows else 0.2
             colors = [RED if b else BLUE for b in (psi_rows[breach] if breach else [False] * len(psi_rows))]
@@ -637,10 +644,8 @@ def actions(con) -> Section:
              "cancelled_most": flagged}
     body = ""
     if by_band["value_at_risk"].notna().any():
-        fig, ax = plt.subplots(figsize=(7, 2.8))
-        ax.bar(by_band["risk_band"], by_band["value_at_risk"].fillna(0), color=RED)
-        ax.set_title("Value at risk (churn probability x 12-month CLV) by risk band")
-        body = img(fig, "value at risk")
+        # the retention_actions asset's own figure (actions/figures), rendered once per run
+        body = img_png(table_figure_png(con, ("retention_actions",), value_at_risk_figure), "value at risk")
     if not by_band["contacted"].any():
         body += note("Nobody is contacted: without churn scores there is no risk band to act on.")
     body += html_table(by_band, 5) + "<h3>Top 10 customers to contact (by value at risk)</h3>" + html_table(top, 10, 3)

@@ -6,14 +6,15 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets.common.figure_cache import table_figure_png
 from customer_assets.common.metadata import png_to_md, table_metadata
-from customer_assets.warehouse.figures import region_figure, trend_figure
+from customer_assets.warehouse.figures import region_figure, top_products_figure, trend_figure
 from customer_assets.warehouse.star import DESCRIPTIONS, READS, STAR_SQL, build_table
 
 GROUP = "warehouse"
 
 
 # figures drawn from the table alone (warehouse/figures.py): the report shows the same PNG
-PLOTS = {"sales_trends": (trend_figure, "monthly revenue"), "revenue_by_region": (region_figure, "revenue by region")}
+PLOTS = {"sales_trends": (trend_figure, "monthly revenue"), "revenue_by_region": (region_figure, "revenue by region"),
+         "top_products": (top_products_figure, "top products by revenue")}
 
 
 def _make_asset(name: str):

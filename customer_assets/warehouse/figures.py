@@ -27,3 +27,18 @@ def region_figure(con: duckdb.DuckDBPyConnection):
     ax.set_xscale("log")
     ax.set_title("Revenue by country (top 12, log scale)")
     return fig
+
+
+def top_products_figure(con: duckdb.DuckDBPyConnection):
+    """The 10 products with the most revenue (top_products; one bar per product name)."""
+    df = con.execute(
+        """SELECT product_name, revenue FROM (
+               SELECT coalesce(product_name, product_id) AS product_name, revenue,
+                      row_number() OVER (PARTITION BY coalesce(product_name, product_id)
+                                         ORDER BY revenue DESC, product_id) AS n
+               FROM top_products)
+           WHERE n = 1 ORDER BY revenue DESC, product_name LIMIT 10""").df()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.barh(df["product_name"].astype(str).str[:40][::-1], df["revenue"][::-1], color="#3b7dd8")
+    ax.set_title("Top 10 products by revenue")
+    return fig

@@ -60,8 +60,6 @@ def test_another_figure_of_the_same_table_is_its_own(con):
 def test_the_report_shows_the_assets_pictures_without_drawing_them_again(retail_db):
     """The report's sales trend, regions, segments and cohorts sections embed the PNG the assets
     rendered for their metadata (same bytes), drawn once."""
-    import base64
-    import re
     import shutil
 
     from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
@@ -81,21 +79,69 @@ def test_the_report_shows_the_assets_pictures_without_drawing_them_again(retail_
         con.execute("CREATE TABLE cohort_retention AS SELECT DATE '2011-01-01' AS cohort_month, "
                     "m AS months_since_acquisition, 100 AS cohort_size, 100 - 10 * m AS retention_pct "
                     "FROM range(4) r(m)")
-        drawn = []
-        cases = [(sections.sales_trend, "sales_trends", trend_figure),
+        assert_report_reuses(con, [(sections.sales_trend, "sales_trends", trend_figure),
                  (sections.revenue_by_region, "revenue_by_region", region_figure),
                  (sections.segments, "rfm_segments", segments_figure),
-                 (sections.cohorts, "cohort_retention", cohort_heatmap_figure)]
-        for section, table, draw in cases:
-            def counting(c, draw=draw):
-                drawn.append(draw.__name__)
-                return draw(c)
-            counting.__module__, counting.__qualname__ = draw.__module__, draw.__qualname__
-            asset_png = figure_cache.table_figure_png(con, (table,), counting)  # as the asset renders it
-            body = section(con).body
-            shown = [base64.b64decode(b) for b in re.findall(r"base64,([^']+)'", body)]
-            assert asset_png in shown, section.__name__
-        assert drawn == [d.__name__ for _, _, d in cases]  # each once: the report drew none again
+                 (sections.cohorts, "cohort_retention", cohort_heatmap_figure)])
     finally:
         con.close()
         release_held()
+
+
+def test_the_report_reuses_the_top_products_clv_drift_and_actions_figures(retail_db):
+    """The same for the figures the top_products, customer_ltv, drift_report and retention_actions
+    assets draw: the report embeds the asset's PNG and draws none of them again."""
+    import shutil
+
+    from customer_assets.actions.figures import value_at_risk_figure
+    from customer_assets.ltv.figures import clv_decile_figure
+    from customer_assets.monitoring.figures import psi_figure
+    from customer_assets.reporting import sections
+    from customer_assets.warehouse.figures import top_products_figure
+    from customer_assets.warehouse.star import build_table
+
+    figure_cache.clear()
+    path = retail_db.parent / "figures2.duckdb"
+    shutil.copy(retail_db, path)
+    con = duckdb.connect(str(path))
+    try:
+        for name in ("dim_product", "top_products"):
+            build_table(con, name)
+        customers = "SELECT DISTINCT customer_id FROM cleaned_transactions WHERE customer_id IS NOT NULL"
+        con.execute(f"""CREATE TABLE customer_ltv AS SELECT customer_id, 1 + hash(customer_id) % 10 AS value_decile,
+                        CAST(hash(customer_id) % 1000 AS DOUBLE) AS clv_12m, 50.0 AS historical_spend FROM ({customers})""")
+        con.execute("""CREATE TABLE drift_report AS SELECT 'churn_model' AS model, 1 AS model_version,
+                        'psi' AS check_name, 'feature_' || i AS feature, i / 10.0 AS value, 0.2 AS threshold,
+                        i / 10.0 > 0.2 AS breached, i = 1 AS exempt FROM range(5) r(i)""")
+        con.execute(f"""CREATE TABLE retention_actions AS SELECT customer_id, 'United Kingdom' AS country,
+                        'Champions' AS segment, 'Gold' AS tier, ['High', 'Medium', 'Low'][CAST(1 + hash(customer_id) % 3 AS BIGINT)]
+                        AS risk_band, 0.5 AS churn_probability, 100.0 AS clv_12m, 50.0 AS value_at_risk,
+                        hash(customer_id) % 10 <> 0 AS contact, hash(customer_id) % 10 = 0 AS control_group,
+                        'call' AS action, row_number() OVER (ORDER BY customer_id) AS priority,
+                        'recency' AS reason_1 FROM ({customers})""")
+        assert_report_reuses(con, [(sections.top_products, "top_products", top_products_figure),
+                 (sections.clv_deciles, "customer_ltv", clv_decile_figure),
+                 (sections.drift, "drift_report", psi_figure),
+                 (sections.actions, "retention_actions", value_at_risk_figure)])
+    finally:
+        con.close()
+        release_held()
+
+
+def assert_report_reuses(con, cases) -> None:
+    """For each (section, table, draw): the section embeds the PNG the asset rendered with
+    table_figure_png (same bytes) and nothing draws the figure a second time."""
+    import base64
+    import re
+
+    drawn = []
+    for section, table, draw in cases:
+        def counting(c, draw=draw):
+            drawn.append(draw.__name__)
+            return draw(c)
+        counting.__module__, counting.__qualname__ = draw.__module__, draw.__qualname__
+        asset_png = figure_cache.table_figure_png(con, (table,), counting)  # as the asset renders it
+        body = section(con).body
+        shown = [base64.b64decode(b) for b in re.findall(r"base64,([^']+)'", body)]
+        assert asset_png in shown, section.__name__
+    assert drawn == [d.__name__ for _, _, d in cases]  # each once: the report drew none again
