@@ -7,20 +7,7 @@ from typing import Optional
 import duckdb
 import pandas as pd
 
-from customer_assets.common.db import quote_ident, replace_table, table_exists, write_typed  # noqa: F401
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
-    if not table_exists(con, name):
-        return []
-    return [
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
-            [name],
-        ).fetchall()
-    ]
+from customer_assets.common.db import quote_ident, replace_table, table_columns, table_exists, write_typed  # noqa: F401
 
 
 def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "") -> Optional[pd.DataFrame]:

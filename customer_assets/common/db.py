@@ -37,6 +37,20 @@ _STATE_LOCKS: dict = {}
 _STATE_LOCKS_GUARD = threading.Lock()
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    """The columns of main.`name` in order ([] when there is no such table)."""
+    if not table_exists(con, name):
+        return []
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+    ]
+
+
 @contextmanager
 def shared_state(name: str):
     """Hold the process-wide lock of the shared bookkeeping state `name` (the feature base, the star

@@ -25,8 +25,8 @@ from typing import Callable, Optional
 import duckdb
 import numpy as np
 
-from customer_assets.common import data_version
-from customer_assets.common.db import fsst_disabled, is_read_only, quote_ident, table_exists
+from customer_assets.common import data_version, source_files
+from customer_assets.common.db import fsst_disabled, is_read_only, quote_ident, table_columns, table_exists
 from customer_assets.ingestion.cleaning import clean, parsed_select, staged_column_types
 from customer_assets.ingestion.mapping import Mapping, load_mapping
 from customer_assets.ingestion.readers import (
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     malformed  BIGINT,
     loaded_at  TIMESTAMP,
     notes      VARCHAR,
-    money      DECIMAL(38, 6)
+    money      DECIMAL(38, 6),
+    last_order_date DATE  -- of the file's cleaned lines (common/source_files)
 )
 """
 STATE_DDL = "CREATE TABLE IF NOT EXISTS ingestion_state (key VARCHAR PRIMARY KEY, value VARCHAR)"
@@ -80,6 +81,8 @@ def ingest(
     con.execute(INGESTED_FILES_DDL)
     # warehouses built before the money column existed
     con.execute("ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS money DECIMAL(38, 6)")
+    had_last_dates = source_files.COLUMN in table_columns(con, "ingested_files")
+    con.execute(f"ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS {source_files.COLUMN} DATE")
     con.execute(STATE_DDL)
     summary = IngestSummary(files_seen=discover_files(source, landing_dir))
     known = {r[0] for r in con.execute("SELECT sha256 FROM ingested_files").fetchall()}
@@ -91,6 +94,9 @@ def ingest(
     # raw_transactions copy): rebuilding once from the files records it, so the check can pass.
     unrecorded = con.execute("SELECT count(*) FROM ingested_files WHERE money IS NULL").fetchone()[0]
     rebuild = not (have_clean and previous == mapping_hash) or unrecorded > 0
+    if not had_last_dates and not rebuild:
+        # a warehouse from before the column: one scan records every file's date (a rebuild does too)
+        source_files.record_last_order_dates(con, _all_files(con))
 
     if not rebuild:
         # the state an append starts from: derived tables built from it update with the new rows only
@@ -161,10 +167,16 @@ def ingest(
                         [money.get(f.sha256, Decimal(0)), f.rows, f.malformed, f.sha256])
         if summary.loaded:
             con.executemany(
-                "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ingested_files (path, sha256, rows, malformed, loaded_at, notes, money) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(f.path, f.sha256, f.rows, f.malformed, now, "; ".join(f.notes) or None, money.get(f.sha256, Decimal(0)))
                  for f in summary.loaded],
             )
+        if rebuild:
+            source_files.record_last_order_dates(con, _all_files(con))
+        else:  # only the appended lines: the new files' own
+            source_files.record_last_order_dates(con, {f.sha256: f.path for f in summary.loaded},
+                                                 f"rowid >= {int(counts_before[0])}")
         if rebuild and table_exists(con, "raw_transactions"):
             # the copy of every source row that earlier versions kept (the files are the record now)
             con.execute("DROP TABLE raw_transactions")
@@ -182,6 +194,10 @@ def ingest(
         else:
             data_version.record_append(con, before, counts_before, [f.path for f in summary.loaded])
     return summary
+
+
+def _all_files(con: duckdb.DuckDBPyConnection) -> dict:
+    return dict(con.execute("SELECT sha256, path FROM ingested_files WHERE path IS NOT NULL").fetchall())
 
 
 def _verify_known_file(path: str, sha: str) -> None:

@@ -27,7 +27,8 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from customer_assets.common.db import is_read_only, table_exists
+from customer_assets.common import source_files
+from customer_assets.common.db import is_read_only, table_columns, table_exists
 from customer_assets.monitoring import baselines
 from customer_assets.monitoring.psi import psi_table
 from customer_assets.registry import ArtifactError, current_champion, load_model, reference_distribution
@@ -116,21 +117,26 @@ def baseline_as_of(con, champion: dict, as_of: dt.date, memo: Optional[dict] = N
     ingested before it was registered (ingested_files.loaded_at <= model_registry.trained_at).
     None when that cannot be told (no ingested_files, e.g. hand-made data).
 
-    `memo` (a dict the caller keeps for one report) shares the scan between champions whose
-    training saw the same files."""
+    Read from ingested_files.last_order_date, which ingestion records per file (common/
+    source_files). A warehouse whose ingested_files predates that column (read here before any
+    ingestion since) is scanned: each file's cleaned lines, a workbook's sheets (`path#sheet`)
+    included; `memo` (a dict the caller keeps for one report) shares that scan between champions
+    whose training saw the same files."""
     if not (table_exists(con, "ingested_files") and champion.get("trained_at") is not None):
         return None
+    trained_at = pd.Timestamp(champion["trained_at"]).to_pydatetime()
+    if source_files.COLUMN in table_columns(con, "ingested_files"):
+        files, d = con.execute(
+            f"SELECT count(*), max({source_files.COLUMN}) FROM ingested_files "
+            "WHERE loaded_at <= ? AND path IS NOT NULL", [trained_at]).fetchone()
+        return None if not files or d is None else min(d, as_of)
     paths = tuple(sorted(p for (p,) in con.execute(
-        "SELECT DISTINCT path FROM ingested_files WHERE loaded_at <= ? AND path IS NOT NULL",
-        [pd.Timestamp(champion["trained_at"]).to_pydatetime()],
+        "SELECT DISTINCT path FROM ingested_files WHERE loaded_at <= ? AND path IS NOT NULL", [trained_at],
     ).fetchall()))
     if memo is not None and paths in memo:
         d = memo[paths]
     else:
-        d = con.execute(
-            "SELECT max(order_date) FROM cleaned_transactions WHERE source_file IN (SELECT unnest(?))",
-            [list(paths)],
-        ).fetchone()[0] if paths else None
+        d = max(source_files.last_order_dates(con, paths).values(), default=None) if paths else None
         if memo is not None:
             memo[paths] = d
     return None if d is None else min(d, as_of)
