@@ -4,8 +4,8 @@ A cleaned line names its file in `source_file`: the file's path, or `path#sheet`
 workbook with several sheets (ingestion/readers). The drift report needs the data end of the files
 loaded before a champion was trained (monitoring/drift.baseline_as_of); ingestion records it per
 file when it writes the file's lines (from the appended lines only on a weekly append), so the
-report reads a few rows instead of scanning every line (0.15-0.2 s at 10.8M lines, in the weekly
-refresh's longest chain of steps).
+report reads a few rows instead of scanning every line (0.15-0.2 s at 10.8M lines, on the weekly
+refresh's chain churn_scores -> drift_report -> customer_report).
 """
 
 from __future__ import annotations
