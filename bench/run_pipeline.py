@@ -44,8 +44,19 @@ REFRESH_JOB = "weekly_refresh"
 
 # --- process-tree sampling ---------------------------------------------------------------------
 
-def _proc_table() -> dict[int, tuple[int, int, float]]:
-    """pid -> (ppid, rss bytes, cpu seconds) for every live process."""
+# A child younger than this that still runs its parent's program (same command line) has not
+# exec'd yet: a fork or vfork on its way to another program. Its pages are its parent's (vfork: the
+# same address space; fork: copy-on-write), so its RSS is not counted again. Seen in the N=20 build:
+# scikit-learn's KMeans asks joblib for the physical core count, which runs `lscpu` once per
+# process; one sample caught the child before its exec and read a 3.31 GB tree for a 1.94 GB
+# process. A fork that keeps running the same program longer (a worker) is counted in full.
+UNEXECED_CHILD_MAX_AGE_S = 1.0
+
+
+def _proc_table() -> dict[int, tuple[int, int, float, bytes, float]]:
+    """pid -> (ppid, rss bytes, cpu seconds, command line, age in seconds) for every live process."""
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,27 +66,34 @@ def _proc_table() -> dict[int, tuple[int, int, float]]:
                 stat = f.read()
             with open(f"/proc/{entry}/statm") as f:
                 rss_pages = int(f.read().split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
         except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
             continue
         fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
         # utime, stime, and cutime, cstime (CPU of its children that have exited and been reaped)
         ppid, cpu_ticks = int(fields[1]), sum(int(x) for x in fields[11:15])
-        out[int(entry)] = (ppid, rss_pages * PAGE, cpu_ticks / CLK_TCK)
+        age = uptime - int(fields[19]) / CLK_TCK  # starttime, ticks after boot
+        out[int(entry)] = (ppid, rss_pages * PAGE, cpu_ticks / CLK_TCK, cmdline, age)
     return out
 
 
 def tree_usage(root: int) -> tuple[int, int, float]:
-    """(summed RSS bytes, process count, CPU seconds so far) of `root` and all its descendants."""
+    """(summed RSS bytes, process count, CPU seconds so far) of `root` and all its descendants; a
+    young child that has not exec'd yet adds no RSS (UNEXECED_CHILD_MAX_AGE_S)."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
+    for pid, (ppid, *_) in table.items():
         children.setdefault(ppid, []).append(pid)
     total, count, cpu, stack = 0, 0, 0.0, [root]
     while stack:
         pid = stack.pop()
         if pid in table:
-            total += table[pid][1]
-            cpu += table[pid][2]
+            ppid, rss, used, cmdline, age = table[pid]
+            parent = table.get(ppid)
+            unexeced = pid != root and parent is not None and cmdline == parent[3] and age < UNEXECED_CHILD_MAX_AGE_S
+            total += 0 if unexeced else rss
+            cpu += used
             count += 1
         stack.extend(children.get(pid, []))
     return total, count, cpu

@@ -101,6 +101,23 @@ def test_tree_usage_counts_children():
         child.wait()
 
 
+def test_tree_usage_does_not_count_a_fork_before_its_exec_twice():
+    """A child that still runs its parent's program (forked, not exec'd yet) shares its parent's
+    pages: the tree's RSS is the parent's, not twice it. A child that exec'd is counted."""
+    code = ("import os, sys, time; x = bytearray(200_000_000); pid = os.fork()\n"
+            "if pid == 0:\n    time.sleep(0.6); os._exit(0)\n"
+            "time.sleep(0.3); print('forked', flush=True); os.waitpid(pid, 0); time.sleep(5)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline().strip() == b"forked"
+        rss, procs, _ = tree_usage(parent.pid)
+        assert procs == 2
+        assert 200_000_000 < rss < 300_000_000  # the 200 MB buffer once, not twice
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_step_times_from_event_log(tmp_path, monkeypatch):
     @dg.asset
     def first_asset():
