@@ -1,5 +1,8 @@
 """common/figure_cache: a figure drawn from a table is rendered once per content of that table."""
 
+import shutil
+from contextlib import contextmanager
+
 import duckdb
 import pytest
 
@@ -60,18 +63,12 @@ def test_another_figure_of_the_same_table_is_its_own(con):
 def test_the_report_shows_the_assets_pictures_without_drawing_them_again(retail_db):
     """The report's sales trend, regions, segments and cohorts sections embed the PNG the assets
     rendered for their metadata (same bytes), drawn once."""
-    import shutil
-
     from customer_assets.customers.figures import cohort_heatmap_figure, segments_figure
     from customer_assets.reporting import sections
     from customer_assets.warehouse.figures import region_figure, trend_figure
     from customer_assets.warehouse.star import build_table
 
-    figure_cache.clear()
-    path = retail_db.parent / "figures.duckdb"
-    shutil.copy(retail_db, path)
-    con = duckdb.connect(str(path))
-    try:
+    with warehouse_copy(retail_db, "figures.duckdb") as con:
         for name in ("sales_trends", "revenue_by_region"):
             build_table(con, name)
         con.execute("CREATE TABLE rfm_segments AS SELECT customer_id, 'Champions' AS segment, 10 AS recency_days, "
@@ -83,16 +80,11 @@ def test_the_report_shows_the_assets_pictures_without_drawing_them_again(retail_
                  (sections.revenue_by_region, "revenue_by_region", region_figure),
                  (sections.segments, "rfm_segments", segments_figure),
                  (sections.cohorts, "cohort_retention", cohort_heatmap_figure)])
-    finally:
-        con.close()
-        release_held()
 
 
 def test_the_report_reuses_the_top_products_clv_drift_and_actions_figures(retail_db):
     """The same for the figures the top_products, customer_ltv, drift_report and retention_actions
     assets draw: the report embeds the asset's PNG and draws none of them again."""
-    import shutil
-
     from customer_assets.actions.figures import value_at_risk_figure
     from customer_assets.ltv.figures import clv_decile_figure
     from customer_assets.monitoring.figures import psi_figure
@@ -100,11 +92,7 @@ def test_the_report_reuses_the_top_products_clv_drift_and_actions_figures(retail
     from customer_assets.warehouse.figures import top_products_figure
     from customer_assets.warehouse.star import build_table
 
-    figure_cache.clear()
-    path = retail_db.parent / "figures2.duckdb"
-    shutil.copy(retail_db, path)
-    con = duckdb.connect(str(path))
-    try:
+    with warehouse_copy(retail_db, "figures2.duckdb") as con:
         for name in ("dim_product", "top_products"):
             build_table(con, name)
         customers = "SELECT DISTINCT customer_id FROM cleaned_transactions WHERE customer_id IS NOT NULL"
@@ -123,9 +111,6 @@ def test_the_report_reuses_the_top_products_clv_drift_and_actions_figures(retail
                  (sections.clv_deciles, "customer_ltv", clv_decile_figure),
                  (sections.drift, "drift_report", psi_figure),
                  (sections.actions, "retention_actions", value_at_risk_figure)])
-    finally:
-        con.close()
-        release_held()
 
 
 def assert_report_reuses(con, cases) -> None:
@@ -145,3 +130,17 @@ def assert_report_reuses(con, cases) -> None:
         shown = [base64.b64decode(b) for b in re.findall(r"base64,([^']+)'", body)]
         assert asset_png in shown, section.__name__
     assert drawn == [d.__name__ for _, _, d in cases]  # each once: the report drew none again
+
+
+@contextmanager
+def warehouse_copy(retail_db, name: str):
+    """A connection to a copy of the Online Retail warehouse, with an empty figure cache; closed after."""
+    figure_cache.clear()
+    path = retail_db.parent / name
+    shutil.copy(retail_db, path)
+    con = duckdb.connect(str(path))
+    try:
+        yield con
+    finally:
+        con.close()
+        release_held()
