@@ -11,9 +11,11 @@ times come from that DAGSTER_HOME's event log (STEP_START -> STEP_SUCCESS/FAILUR
 (`dagster job execute -j weekly_refresh`, or everything again when that job does not exist) is
 timed against the built warehouse.
 
-    python -m bench.run_pipeline --n 1 --n 20 [--refresh] [--keep]
+    python -m bench.run_pipeline --n 1 --n 20 [--refresh] [--repeat K] [--keep]
 
-Prints a table per run and writes everything to bench/results/<UTC timestamp>.json.
+Prints a table per run and writes everything to bench/results/<UTC timestamp>.json. With --repeat K,
+each N is built K times (a fresh warehouse each time, each followed by its refresh) and a summary
+(bench/summary.py) gives every measure's median, range and values, and how many runs met each target.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import generate
+from bench import generate, summary
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -382,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Time the whole pipeline on Online Retail x N.")
     ap.add_argument("--n", type=int, action="append", help="replicas (repeatable); default 1")
     ap.add_argument("--refresh", action="store_true", help="also time the weekly refresh")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="build (and refresh) each N this many times; a summary gives medians and ranges")
     ap.add_argument("--keep", action="store_true", help="keep the temporary warehouse and logs")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
     ap.add_argument("--max-rss-gb", type=float, default=14,
@@ -396,10 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     for n in ns:
-        all_results.extend(bench_n(n, args))
-        out.write_text(json.dumps({
-            "started": started.isoformat(), "git_commit": commit_at_start, "cpus": os.cpu_count(),
-            "runs": all_results}, indent=2, default=str))
+        for i in range(max(1, args.repeat)):
+            if args.repeat > 1:
+                print(f"\n=== N={n}, round {i + 1} of {args.repeat}")
+            all_results.extend(bench_n(n, args))
+            out.write_text(json.dumps({
+                "started": started.isoformat(), "git_commit": commit_at_start, "cpus": os.cpu_count(),
+                "runs": all_results, "summary": summary.summarize(all_results)}, indent=2, default=str))
+    if args.repeat > 1:
+        summary.print_summary(summary.summarize(all_results))
     print(f"\nresults -> {out}")
     return 0 if all(r["returncode"] == 0 for r in all_results) else 1
 

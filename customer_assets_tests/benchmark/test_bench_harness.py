@@ -147,3 +147,35 @@ def test_step_times_from_event_log(tmp_path, monkeypatch):
     attribute_samples(result["steps"], samples)
     assert steps["first_asset"]["cpu_s"] == pytest.approx(0.5)
     assert steps["first_asset"]["peak_rss_gb"] == pytest.approx(300 / 1e9)
+
+
+def _run(label, n, wall, rss=1.0, rc=0, ratio=None):
+    r = {"label": f"{label}_x{n}", "n": n, "wall_s": wall, "peak_rss_gb": rss, "returncode": rc}
+    if ratio is not None:
+        r["ratio_to_full"] = ratio
+    return r
+
+
+def test_repeated_runs_summary_gives_spread_and_counts_every_run():
+    from bench.summary import summarize
+
+    results = [
+        _run("full", 20, 45.0, 2.1), _run("refresh", 20, 14.0, ratio=14.0 / 45.0),
+        _run("full", 20, 42.0, 3.2), _run("refresh", 20, 14.7, ratio=14.7 / 42.0),  # over 1/3, over 3 GB
+        _run("full", 20, 61.0, 2.0), _run("refresh", 20, 15.0, ratio=15.0 / 61.0),  # over 60 s
+        _run("full", 20, 44.0), _run("refresh", 20, 99.0, rc=1, ratio=99.0 / 44.0),  # a failed refresh
+        _run("full", 1, 17.0),
+    ]
+    by_n = {s["n"]: s for s in summarize(results)}
+    s = by_n[20]
+    assert s["full_wall_s"]["values"] == [45.0, 42.0, 61.0, 44.0]
+    assert s["full_wall_s"]["median"] == 44.5 and s["full_wall_s"]["max"] == 61.0
+    assert s["full_runs_under_wall_target"] == 3
+    assert s["full_runs_under_rss_target"] == 3
+    # the failed refresh is named, and neither its time nor its ratio is counted
+    assert s["failed_runs"] == ["refresh_x20"]
+    assert s["refresh_wall_s"]["values"] == [14.0, 14.7, 15.0]
+    assert s["refreshes_under_ratio_target"] == 2
+    assert s["refresh_ratio"]["median"] == 14.0 / 45.0
+    assert by_n[1]["full_runs_under_wall_target"] == 1 and by_n[1]["refresh_ratio"] == {}
+    assert "refresh_ratio_target" not in by_n[1]
