@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the lock for the interpreter: requirements.lock's numpy, scipy and scikit-learn need Python 3.11+
+LOCK := $(shell $(PYTHON) -c "import sys; print('requirements.lock' if sys.version_info >= (3, 11) else 'requirements-py310.lock')" 2>/dev/null || echo requirements.lock)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_DISABLE_TELEMETRY := 1
 
@@ -17,10 +19,10 @@ setup: $(VENV)/.installed
 bytecode: setup
 	$(BIN)/python -m compileall -q customer_assets > /dev/null
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q -r $(LOCK)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
