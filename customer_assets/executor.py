@@ -41,6 +41,7 @@ from dagster._core.executor.base import Executor
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from customer_assets.common.plotting import release_held
+from customer_assets.common.threads import available_cores
 
 _DONE = object()  # a step thread's last message
 
@@ -323,7 +324,8 @@ def _interrupt(thread: threading.Thread) -> None:
 
 
 def default_max_concurrent() -> int:
-    """3 steps at a time with two CPUs or more, 1 on one CPU.
+    """3 steps at a time with two CPUs or more, 1 on one CPU (as common/threads.available_cores
+    counts them: the process's affinity, capped by a container's CPU quota).
 
     One more step than this machine's two cores: a step spends part of its time in Python, holding
     the GIL, and the other steps' Python then waits; a third step's DuckDB, numpy or xgboost work
@@ -334,7 +336,7 @@ def default_max_concurrent() -> int:
     14.2-14.8 -> 13.8 s (5 and 4 runs; refresh / full 0.325-0.344 -> 0.321-0.329), full build
     43.1-43.7 -> 42.0-43.1 s; peak memory 1.85 -> 2.03-2.12 GB at N=20 and 4.72 -> 5.72 GB at
     N=100. Four steps were no faster than three (refresh A/B, 3 pairs)."""
-    return 1 if (os.cpu_count() or 1) < 2 else 3
+    return 1 if available_cores() < 2 else 3
 
 
 @dg.executor(

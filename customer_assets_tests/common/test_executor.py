@@ -187,9 +187,15 @@ def test_by_default_three_steps_run_at_once(instance):
 
 
 def test_default_concurrency_is_three_on_two_cpus_or_more_and_one_on_one(monkeypatch):
-    for cpus, expected in ((None, 1), (1, 1), (2, 3), (16, 3)):
-        monkeypatch.setattr(executor.os, "cpu_count", lambda cpus=cpus: cpus)
+    from customer_assets.common import threads
+
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    for cpus, expected in ((1, 1), (2, 3), (16, 3)):
+        monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _pid, cpus=cpus: set(range(cpus)))
         assert executor.default_max_concurrent() == expected, cpus
+    # a 16-core host, but a container limited to half a CPU (docker run --cpus 0.5)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 0.5)
+    assert executor.default_max_concurrent() == 1
 
 
 def test_max_concurrent_1_runs_steps_one_after_the_other(instance):
