@@ -56,8 +56,7 @@ def retention_actions(duckdb: DuckDBResource, settings: AnalyticsSettings) -> dg
         else:  # built in DuckDB: the same rows as rt.build_retention_actions (tested)
             sql, params = rt.retention_actions_sql(gathered.frame, settings.control_group_fraction, week)
             replace_table(con, "retention_actions", sql, params)
-        actions = con.execute(
-            "SELECT customer_id, risk_band, contact, control_group, value_at_risk FROM retention_actions").df()
+        actions = rt.summary_inputs(con)
         summary = rt.summarize(actions)
         md = table_metadata(con, "retention_actions", order_by="priority NULLS LAST, customer_id")
         # the report shows the same figure: rendered once per run (common/figure_cache)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import duckdb
 
-from customer_assets.actions.retention import summarize
+from customer_assets.actions.retention import summarize, summary_inputs
 from customer_assets.common.plotting import plt
 
 
 def value_at_risk_figure(con: duckdb.DuckDBPyConnection):
     """Value at risk per risk band, and the customers of each band contacted / held out.
     Callers draw it only when retention_actions has rows."""
-    summary = summarize(con.execute(
-        "SELECT customer_id, risk_band, contact, control_group, value_at_risk FROM retention_actions").df())
+    summary = summarize(summary_inputs(con))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax1.bar(summary["risk_band"], summary["value_at_risk"].fillna(0), color="#c0392b")
     ax1.set_title("Value at risk by risk band")

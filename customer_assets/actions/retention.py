@@ -211,6 +211,12 @@ def campaign_week_of(day) -> str:
     return f"{iso.year}-W{iso.week:02d}"
 
 
+def summary_inputs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The retention_actions columns `summarize` reads (and the asset's counts), one row per customer."""
+    return con.execute(
+        "SELECT customer_id, risk_band, contact, control_group, value_at_risk FROM retention_actions").df()
+
+
 def summarize(actions: pd.DataFrame) -> pd.DataFrame:
     """Customers, contacted, control and value at risk per risk band."""
     if actions.empty:
