@@ -7,7 +7,7 @@ from typing import Optional
 import duckdb
 import pandas as pd
 
-from customer_assets.common.db import quote_ident, replace_table, table_columns, table_exists, write_typed  # noqa: F401
+from customer_assets.common.db import quote_ident, replace_table, table_exists, write_typed  # noqa: F401
 
 
 def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "") -> Optional[pd.DataFrame]:

@@ -19,8 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer_assets.actions.inputs import table_columns
-from customer_assets.common.db import quote_ident
+from customer_assets.common.db import quote_ident, table_columns
 from customer_assets.settings import LOYALTY_REWARDS, RISK_BAND_ACTIONS
 
 HOLDOUT_SALT = "customer_assets.holdout.v1"

@@ -19,7 +19,7 @@ from typing import Optional
 import duckdb
 import pandas as pd
 
-from customer_assets.actions.inputs import table_columns
+from customer_assets.common.db import table_columns
 from customer_assets.common.db import quote_ident, table_exists
 
 EXTRACT_COLUMNS = [

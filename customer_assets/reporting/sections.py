@@ -18,7 +18,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from customer_assets.actions import inputs as _inputs
 from customer_assets.actions.figures import value_at_risk_figure
 from customer_assets.common import db as _db
 from customer_assets.common.db import quote_ident
@@ -73,7 +72,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> list:
     cached = _CATALOG.get(id(con))
-    return list(cached.get(name, [])) if cached is not None else _inputs.table_columns(con, name)
+    return list(cached.get(name, [])) if cached is not None else _db.table_columns(con, name)
 
 
 def read_optional(con: duckdb.DuckDBPyConnection, name: str, sql_tail: str = "") -> Optional[pd.DataFrame]:

@@ -1,7 +1,7 @@
 """The report reads the warehouse catalog once (sections.catalog_cache) and answers the sections'
 table_exists / table_columns / read_optional from it, as the uncached functions do."""
 
-from customer_assets.actions.inputs import table_columns as uncached_columns
+from customer_assets.common.db import table_columns as uncached_columns
 from customer_assets.common.db import table_exists as uncached_exists
 from customer_assets.reporting import sections as S
 
